@@ -1,0 +1,142 @@
+"""Augmentation and normalisation on batched tensors, on whatever device the batch is on.
+
+Each sample draws its own random parameters, but the work is a handful of
+batched tensor ops: crop, rotation and flip are one ``affine_grid`` /
+``grid_sample`` per batch, colour jitter is broadcast per-sample factors.
+Parameters are drawn on the CPU (from the generator given, or the global
+seed) and moved to the batch's device, so a seed gives the same augmentation
+on a CPU and on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+import torch.nn.functional as F
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
+_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))  # aspect ratios RandomResizedCrop draws from
+
+
+@dataclass(frozen=True)
+class Augment:
+    flip: bool = False  # horizontal flip with probability 1/2
+    rotation: float = 0.0  # uniform in [-rotation, +rotation] degrees
+    color_jitter: float = 0.0  # brightness, contrast, saturation factors uniform in [1-s, 1+s]
+    random_resized_crop: float | None = None  # min area fraction of the crop; None or 0: off
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.rotation) <= 180.0:
+            raise ValueError(f"rotation: must be between 0 and 180 degrees, got {self.rotation!r}")
+        if not 0.0 <= float(self.color_jitter) < 1.0:
+            raise ValueError(f"color_jitter: must be in [0, 1), got {self.color_jitter!r}")
+        c = self.random_resized_crop
+        if c is not None and not 0.0 <= float(c) <= 1.0:
+            raise ValueError(f"random_resized_crop: must be a minimum area fraction in (0, 1], got {c!r}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "Augment":
+        if name not in PRESETS:
+            raise ValueError(f"augmentation preset: unknown {name!r}; known: {', '.join(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"augmentation: unknown switch(es) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def _crop(self) -> bool:
+        return bool(self.random_resized_crop) and float(self.random_resized_crop) < 1.0
+
+    @property
+    def is_identity(self) -> bool:
+        """No random op is on: the same input always gives the same output."""
+        return not (self.flip or self.rotation or self.color_jitter or self._crop)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment a float batch in [0, 1] of shape (B, 3, H, W); returns a new tensor."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"augment: expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"augment: expected floats in [0, 1], got {x.dtype}; use x.float() / 255")
+        if self.is_identity or x.shape[0] == 0:
+            return x
+        b = x.shape[0]
+        # a fixed number of draws in a fixed order: reproducible whatever is switched on
+        # columns: 0-3 crop, 4 angle, 5 flip, 6-8 colour
+        u = torch.rand(b, 9, generator=generator)
+        if self.flip or self.rotation or self._crop:
+            x = self._geometry(x, u)
+        if self.color_jitter:
+            x = self._colour(x, u[:, 6:9])
+        return x
+
+    def _geometry(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        # crop: width/height as fractions of the image, centre in normalised [-1, 1] coordinates
+        sw = torch.ones(b)
+        sh = torch.ones(b)
+        cx = torch.zeros(b)
+        cy = torch.zeros(b)
+        if self._crop:
+            lo = float(self.random_resized_crop)
+            area = lo + (1 - lo) * u[:, 0]
+            ratio = torch.exp(_LOG_RATIO[0] + (_LOG_RATIO[1] - _LOG_RATIO[0]) * u[:, 1])
+            sw = torch.sqrt(area * ratio).clamp(max=1.0)
+            sh = torch.sqrt(area / ratio).clamp(max=1.0)
+            cx = (2 * u[:, 2] - 1) * (1 - sw)
+            cy = (2 * u[:, 3] - 1) * (1 - sh)
+        angle = torch.zeros(b)
+        if self.rotation:
+            angle = (2 * u[:, 4] - 1) * math.radians(float(self.rotation))
+        flip = torch.ones(b)
+        if self.flip:
+            flip = torch.where(u[:, 5] < 0.5, -1.0, 1.0)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # input = S @ R @ F @ output + centre
+        theta = torch.stack(
+            [
+                torch.stack([sw * cos * flip, -sw * sin, cx], dim=1),
+                torch.stack([sh * sin * flip, sh * cos, cy], dim=1),
+            ],
+            dim=1,
+        ).to(device=x.device, dtype=x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        # reflection: rotated corners show more texture, not black wedges
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def _colour(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        s = float(self.color_jitter)
+        f = (1 - s + 2 * s * u).to(device=x.device, dtype=x.dtype)  # (B, 3): brightness, contrast, saturation
+        brightness = f[:, 0].view(-1, 1, 1, 1)
+        contrast = f[:, 1].view(-1, 1, 1, 1)
+        saturation = f[:, 2].view(-1, 1, 1, 1)
+        luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        x = (x * brightness).clamp(0, 1)
+        grey_mean = (x * luma).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+        x = ((x - grey_mean) * contrast + grey_mean).clamp(0, 1)
+        grey = (x * luma).sum(dim=1, keepdim=True)
+        return ((x - grey) * saturation + grey).clamp(0, 1)
+
+
+PRESETS: dict[str, Augment] = {
+    "none": Augment(),
+    "light": Augment(flip=True, random_resized_crop=0.8, color_jitter=0.1),
+    "strong": Augment(flip=True, rotation=15.0, color_jitter=0.3, random_resized_crop=0.4),
+}
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """``(x - mean) / std`` per channel on x's device; uint8 input is scaled to [0, 1] first."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    elif not x.is_floating_point():
+        raise ValueError(f"normalize: expected uint8 or float images, got {x.dtype}")
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
