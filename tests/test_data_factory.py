@@ -39,9 +39,9 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
-def image_folder(root: Path, counts: dict[str, int], size=(48, 40)) -> Path:
-    """ImageFolder layout: ``counts[class]`` distinct JPEGs per class."""
-    seed = 0
+def image_folder(root: Path, counts: dict[str, int], size=(48, 40), seed: int = 0) -> Path:
+    """ImageFolder layout: ``counts[class]`` distinct JPEGs per class (distinct across seeds too)."""
+    seed *= 10_000
     for k, (cls, n) in enumerate(counts.items()):
         for i in range(n):
             seed += 1

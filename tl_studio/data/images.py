@@ -23,8 +23,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 log = logging.getLogger(__name__)
 
 # Decided by what PIL detects in the bytes, never by the file's extension.
-# MPO is how PIL names the multi-picture JPEGs many phones and cameras write.
-ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+# (PIL's JPEG opener also returns "MPO", the multi-picture JPEGs many phones
+# and cameras write.)
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 
 # Our own cap, checked from the header: PIL's Image.MAX_IMAGE_PIXELS is a
 # process-wide setting any other code may change (or set to None).
@@ -79,7 +80,7 @@ def open_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageRejected(f"pixel-count bomb: {exc}") from None
     except UnidentifiedImageError:
         raise ImageRejected(
-            f"not an image in an allowed format ({', '.join(f for f in ALLOWED_FORMATS if f != 'MPO')})"
+            f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})"
         ) from None
     except (OSError, ValueError, SyntaxError) as exc:  # PIL reports bad headers in all three
         raise ImageRejected(f"corrupt image header: {exc}") from None
@@ -195,6 +196,16 @@ def check_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         draft_for(img, 32)
         _decode(img)
         to_rgb(img)
+    if fmt == "PNG":
+        # PNG decoding does not check chunk checksums, so garbage inside the
+        # pixel data or a missing end would pass; verify() checks every chunk
+        with open_image(path, max_pixels=max_pixels) as img:
+            try:
+                img.verify()
+            except (OSError, SyntaxError, ValueError) as exc:
+                reason = str(exc)
+                kind = "truncated image" if "truncated" in reason.lower() else "corrupt image data"
+                raise ImageRejected(f"{kind}: {reason}") from None
     return ImageInfo(format=fmt, mode=mode, width=w, height=h, sha256=sha256_file(path))
 
 
