@@ -57,7 +57,9 @@ def cmd_layers(args) -> int:
 
 # Other areas add their sub-commands here: each entry is "module:function",
 # the function taking argparse's sub-parsers object.
-COMMAND_PROVIDERS: list[str] = []
+COMMAND_PROVIDERS: list[str] = [
+    ".data.cli:add_parser",
+]
 
 
 def _parser() -> argparse.ArgumentParser:

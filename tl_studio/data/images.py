@@ -83,6 +83,8 @@ def open_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
             f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})"
         ) from None
     except (OSError, ValueError, SyntaxError) as exc:  # PIL reports bad headers in all three
+        if "truncat" in str(exc).lower():
+            raise ImageRejected(f"truncated image: {exc}") from None
         raise ImageRejected(f"corrupt image header: {exc}") from None
     w, h = img.size
     if w <= 0 or h <= 0:
@@ -159,7 +161,7 @@ def _decode(img: Image.Image) -> None:
         raise ImageRejected(f"pixel-count bomb: {exc}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         reason = str(exc)
-        if "truncated" in reason:
+        if "truncat" in reason.lower():
             raise ImageRejected(f"truncated image: {reason}") from None
         raise ImageRejected(f"corrupt image data: {reason}") from None
 
