@@ -1,0 +1,401 @@
+"""The recommender: dataset size x similarity x model -> a complete layer plan.
+
+Pure Python over the cached layer table: no weights are loaded, no GPU is
+needed. The rules and their thresholds live in :mod:`.rules`; this module
+turns the depth fractions they give into layer names for one model, picks
+the hyper-parameters, estimates the time and writes the rationale.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..layers import layer_table
+from ..plan import FROZEN, TRAIN, HeadSpec, Plan
+from ..registry import get_spec
+from ..surgery import _pooled_width
+from . import rules, timing
+
+log = logging.getLogger(__name__)
+
+CASES: dict[str, str] = {
+    "small_similar": "small and similar: new FC head, everything else frozen, no cut",
+    "small_different": "small and different: cut most layers from the end, keep the low-level "
+    "layers frozen, add new layers; optionally train the whole network afterwards",
+    "large_similar": "large and similar: new last layer, train the whole network",
+    "large_different": "large and different: new last layer, nothing frozen",
+}
+
+# ---- hyper-parameters (AdamW, the engine's default optimiser) ------------------------
+LR_HEAD = 1e-3  # a fresh linear head on frozen features tolerates a high rate
+LR_FINETUNE = 5e-4  # head and last body layer when body layers train; earlier ones lower
+# Lowest body layer's learning rate as a share of LR_FINETUNE (discriminative
+# rates, as in ULMFiT / fastai): similar data should barely move the early
+# layers; different data needs them to adapt more.
+BODY_LR_RATIO_SIMILAR = 0.1
+BODY_LR_RATIO_DIFFERENT = 0.3
+# Epochs fall log-linearly with data: few images need many passes, and with a
+# frozen, cached body an epoch costs almost nothing.
+EPOCHS_SMALL = 20
+EPOCHS_LARGE = 8
+# The optional "sometimes it pays" stage after a cut: the whole kept network,
+# at the lower body rates, for a few epochs.
+SECOND_STAGE_EPOCHS = 8
+# Train only the new head for a while before body layers join (LP-FT, Kumar et
+# al. 2022): a random head's large gradients would otherwise damage pretrained features.
+HEAD_WARMUP_SMALL = 2
+HEAD_WARMUP_LARGE = 1
+BATCH_SIZE = 32
+MIN_BATCHES_PER_EPOCH = 4  # smaller batches for tiny datasets, so an epoch is several steps
+# Sweep rows this close (in depth fraction) to the rule's cut may move it.
+SWEEP_WINDOW = 0.2
+# The small-different corner keeps at most half the body even when a sweep
+# prefers later layers: "remove most layers from the end".
+MAX_KEEP_DIFFERENT = 0.5
+
+
+@dataclass
+class Recommendation:
+    case: str
+    plan: Plan
+    similarity: float
+    images_per_class: float
+    num_classes: int
+    lr: float
+    epochs: int
+    batch_size: int
+    augment: str  # "none" | "light" | "strong"
+    use_cache: bool  # a frozen prefix exists and no augmentation passes through it
+    estimated_seconds: float  # an estimate: see timing.py for what it leaves out
+    rationale: str
+    freeze_fraction: float  # share of the body's forward FLOPs that is frozen, 0..1
+    keep_fraction: float  # share of the body's forward FLOPs that is kept (1: no cut)
+    device: str = "cpu"
+    sweep: pd.DataFrame | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        out = {
+            "case": self.case,
+            "plan": self.plan.to_dict(),
+            "similarity": self.similarity,
+            "images_per_class": self.images_per_class,
+            "num_classes": self.num_classes,
+            "lr": self.lr,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "augment": self.augment,
+            "use_cache": self.use_cache,
+            "estimated_seconds": self.estimated_seconds,
+            "device": self.device,
+            "freeze_fraction": self.freeze_fraction,
+            "keep_fraction": self.keep_fraction,
+            "rationale": self.rationale,
+        }
+        if self.sweep is not None:
+            out["sweep"] = [
+                {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+                for row in self.sweep.to_dict(orient="records")
+            ]
+        return out
+
+
+@dataclass(frozen=True)
+class _Body:
+    """A model's body layers with their depth fractions, from the layer table."""
+
+    names: tuple[str, ...]
+    flops: tuple[float, ...]
+    ends: tuple[float, ...]  # share of body forward FLOPs done after each layer
+
+    def upto(self, fraction: float) -> int:
+        """Index of the last layer ending at or before ``fraction`` (-1: none)."""
+        idx = -1
+        for i, e in enumerate(self.ends):
+            if e <= fraction + 1e-9:
+                idx = i
+        return idx
+
+
+@functools.cache
+def _body(model_name: str) -> _Body:
+    table = layer_table(model_name)
+    body = table[table["role"] == "body"]
+    flops = [float(f) for f in body["flops"]]
+    total = sum(flops) or 1.0
+    ends, acc = [], 0.0
+    for f in flops:
+        acc += f
+        ends.append(acc / total)
+    ends[-1] = 1.0
+    return _Body(tuple(body["name"]), tuple(flops), tuple(ends))
+
+
+def _width(model_name: str, name: str) -> int:
+    table = layer_table(model_name).set_index("name")
+    return _pooled_width(table.loc[name, "output_shape"])
+
+
+def _check_inputs(model_name, images_per_class, similarity, num_classes):
+    try:
+        get_spec(model_name)
+    except KeyError as exc:
+        raise ValueError(f"model: {exc.args[0]}") from None
+    if isinstance(images_per_class, bool) or not isinstance(images_per_class, (int, float)):
+        raise ValueError(f"images_per_class: must be a number, got {images_per_class!r}")
+    if not math.isfinite(images_per_class) or images_per_class <= 0:
+        raise ValueError(f"images_per_class: must be a positive number, got {images_per_class!r}")
+    if isinstance(similarity, bool) or not isinstance(similarity, (int, float)):
+        raise ValueError(f"similarity: must be a number in [0, 1], got {similarity!r}")
+    if not (0.0 <= similarity <= 1.0):
+        raise ValueError(f"similarity: must be in [0, 1] (0 unrelated to ImageNet, 1 the same kind), got {similarity!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes: must be an integer of at least 2, got {num_classes!r}")
+
+
+def _sweep_positions(body: _Body, sweep: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's rows with each layer's depth fraction; rows naming unknown layers are dropped."""
+    missing = {"layer", "val_accuracy"} - set(sweep.columns)
+    if missing:
+        raise ValueError(f"sweep: missing column(s) {', '.join(sorted(missing))}")
+    index = {n: i for i, n in enumerate(body.names)}
+    rows = sweep[sweep["layer"].isin(index)].copy()
+    if len(rows) < len(sweep):
+        log.warning("sweep: ignoring %d row(s) naming layers this model does not have", len(sweep) - len(rows))
+    rows["position"] = [body.ends[index[n]] for n in rows["layer"]]
+    rows["index"] = [index[n] for n in rows["layer"]]
+    return rows
+
+
+def _sweep_cut(rows: pd.DataFrame, keep: float, cap: float) -> int | None:
+    """The best-probing depth near the rule's cut (ties: closest to the rule)."""
+    near = rows[(rows["position"] >= keep - SWEEP_WINDOW) & (rows["position"] <= min(keep + SWEEP_WINDOW, cap))]
+    if near.empty:
+        return None
+    best = near["val_accuracy"].max()
+    top = near[near["val_accuracy"] >= best - 1e-9]
+    return int(top.loc[(top["position"] - keep).abs().idxmin(), "index"])
+
+
+def _pick_taps(body: _Body, cut: int, rows: pd.DataFrame | None) -> list[int]:
+    """The last kept layer plus one or two earlier ones (the sweep's best, or fixed shares)."""
+    taps = {cut}
+    if rows is not None:
+        earlier = rows[rows["index"] < cut].sort_values(["val_accuracy", "index"], ascending=[False, False])
+        taps.update(int(i) for i in earlier["index"].head(2))
+    else:
+        for share in rules.TAP_POSITIONS:
+            i = body.upto(body.ends[cut] * share)
+            if i >= 0:
+                taps.add(i)
+    return sorted(taps)
+
+
+def recommend(
+    model_name: str,
+    images_per_class: float,
+    similarity: float,
+    num_classes: int,
+    *,
+    device: str | None = None,
+    sweep: pd.DataFrame | None = None,
+) -> Recommendation:
+    """Which of the source text's four cases applies, and a complete plan for it.
+
+    ``images_per_class``: training images per class; ``similarity``: 0
+    (unrelated to ImageNet) .. 1 (the same kind of images), from a slider or
+    :func:`measure_similarity`; ``sweep``: an optional
+    :func:`freeze_depth_sweep` table, whose best depth may move the cut and
+    choose the taps (within the corner rules).
+    """
+    _check_inputs(model_name, images_per_class, similarity, num_classes)
+    body = _body(model_name)
+    n, s = float(images_per_class), float(similarity)
+    case = rules.case_of(n, s)
+    small = case.startswith("small")
+    keep, freeze = rules.keep_depth(n, s), rules.freeze_depth(n, s)
+    all_frozen = freeze >= keep - 1e-9
+    rows = _sweep_positions(body, sweep) if sweep is not None and len(sweep) else None
+    last = len(body.names) - 1
+
+    cut = last if keep >= 1.0 - 1e-9 else max(body.upto(keep), 0)
+    sweep_note = ""
+    if rows is not None and cut < last:
+        cap = MAX_KEEP_DIFFERENT if keep <= rules.KEEP_DIFFERENT + 1e-9 else 1.0
+        chosen = _sweep_cut(rows, keep, cap)
+        if chosen is not None and chosen != cut:
+            sweep_note = (
+                f" The freeze-depth sweep probes best at {body.names[chosen]} near the rule's cut "
+                f"({body.names[cut]}), so the cut follows the sweep."
+            )
+            cut = chosen
+        elif chosen is not None:
+            sweep_note = f" The freeze-depth sweep agrees: {body.names[cut]} probes best near the rule's cut."
+    keep_frac = body.ends[cut] if cut < last else 1.0
+    frozen_upto = cut if all_frozen else body.upto(min(freeze, keep_frac))
+    taps = _pick_taps(body, cut, rows) if rules.wants_taps(n, s) else []
+    if taps and rows is not None:
+        sweep_note += " The taps are the layers whose pooled features probe best in the sweep."
+
+    second_stage = small and cut < last
+    stage1 = round(EPOCHS_SMALL + (EPOCHS_LARGE - EPOCHS_SMALL) * rules.data_score(n))
+    epochs = stage1 + (SECOND_STAGE_EPOCHS if second_stage else 0)
+    body_trains = frozen_upto < cut
+    ratio = BODY_LR_RATIO_SIMILAR + (BODY_LR_RATIO_DIFFERENT - BODY_LR_RATIO_SIMILAR) * (1.0 - s)
+    hidden = rules.HIDDEN_UNITS if (small and cut < last) else 0
+
+    names = list(body.names)
+    kw = dict(
+        head=HeadSpec(num_classes, hidden=hidden, dropout=rules.HEAD_DROPOUT),
+        cut_after=names[cut] if cut < last else None,
+        taps=[names[i] for i in taps],
+        body_lr_ratio=round(ratio, 3) if (body_trains or second_stage) else 1.0,
+        head_warmup_epochs=(HEAD_WARMUP_SMALL if small else HEAD_WARMUP_LARGE) if body_trains else 0,
+        unfreeze_all_at=stage1 if second_stage else None,
+    )
+    if frozen_upto >= cut:
+        plan = Plan(model=model_name, default=FROZEN, **kw)
+    elif frozen_upto < 0:
+        plan = Plan(model=model_name, default=TRAIN, **kw)
+    else:
+        layers = {nm: (FROZEN if i <= frozen_upto else TRAIN) for i, nm in enumerate(names[: cut + 1])}
+        plan = Plan(model=model_name, layers=layers, default=TRAIN, **kw)
+
+    augment = "none" if not body_trains else ("strong" if small else "light")
+    use_cache = frozen_upto >= 0 and augment == "none"
+    total = n * num_classes
+    batch = BATCH_SIZE
+    while batch > 8 and total < batch * MIN_BATCHES_PER_EPOCH:
+        batch //= 2
+
+    feat_dim = sum(_width(model_name, names[i]) for i in taps) if taps else _width(model_name, names[cut])
+    head_flops = 2.0 * (feat_dim * hidden + hidden * num_classes if hidden else feat_dim * num_classes)
+    flops = timing.training_flops(
+        list(body.flops),
+        frozen_upto + 1,
+        cut + 1,
+        head_flops,
+        total,
+        epochs,
+        cached=use_cache,
+        unfreeze_all_at=plan.unfreeze_all_at,
+    )
+    from .features import resolve_device
+
+    dev = str(resolve_device(device))
+    seconds = flops / timing.device_flops_per_second(dev)
+    freeze_frac = body.ends[frozen_upto] if frozen_upto >= 0 else 0.0
+    if frozen_upto >= cut:
+        freeze_frac = keep_frac
+
+    rec = Recommendation(
+        case=case,
+        plan=plan,
+        similarity=s,
+        images_per_class=n,
+        num_classes=num_classes,
+        lr=LR_FINETUNE if body_trains else LR_HEAD,
+        epochs=epochs,
+        batch_size=batch,
+        augment=augment,
+        use_cache=use_cache,
+        estimated_seconds=round(seconds, 1),
+        rationale="",
+        freeze_fraction=round(freeze_frac, 4),
+        keep_fraction=round(keep_frac, 4),
+        device=dev,
+        sweep=sweep,
+    )
+    rec.rationale = _rationale(rec, names, cut, frozen_upto, taps, stage1) + sweep_note
+    return rec
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _rationale(rec: Recommendation, names: list[str], cut: int, frozen_upto: int, taps: list[int], stage1: int) -> str:
+    n, s, k = rec.images_per_class, rec.similarity, rec.num_classes
+    last = len(names) - 1
+    size = "small" if rec.case.startswith("small") else "large"
+    kind = "similar to" if rec.case.endswith("similar") else "different from"
+    parts = [
+        f"{n:g} images per class is {size} data (the line is {rules.CASE_SPLIT_DATA}), and similarity "
+        f"{s:.2f} reads as {kind} ImageNet (the line is {rules.SIMILAR}).",
+        "Source text, " + _CORNER_REASONS[rec.case].format(k=k),
+    ]
+    # Where this point lies between the corners, and what that changes.
+    if rec.case == "small_different" and cut < last and rec.keep_fraction > rules.KEEP_DIFFERENT + 0.1:
+        parts.append(
+            f"Here the cut is milder than at the corner: "
+            + (f"similarity {s:.2f} is above {rules.UNRELATED}, where high-level features are written off"
+               if s > rules.UNRELATED else f"with {n:g} images per class later layers can be retrained")
+            + "."
+        )
+    if rec.case == "small_similar" and frozen_upto < cut:
+        parts.append(
+            f"Here, with more than {rules.SMALL_DATA} images per class, the later layers have enough "
+            "data to adapt as well."
+        )
+    if cut < last:
+        parts.append(f"Kept: the body up to {names[cut]} ({_pct(rec.keep_fraction)} of its compute); the rest is cut.")
+    if frozen_upto >= cut:
+        parts.append("Every kept layer is frozen; only the new head trains.")
+    else:
+        if frozen_upto < 0:
+            parts.append("Nothing is frozen.")
+        else:
+            why = (
+                f"with fewer than {rules.LARGE_DATA} images per class the earliest, most generic layers "
+                "are kept as they are"
+            )
+            parts.append(f"Frozen up to {names[frozen_upto]} ({_pct(rec.freeze_fraction)} of the compute): {why}.")
+        parts.append(
+            f"Trained body layers learn at {rec.plan.body_lr_ratio:g}x the head's rate at the earliest, "
+            f"rising to the head's, after {rec.plan.head_warmup_epochs} head-only warm-up epoch(s)."
+        )
+    if rec.plan.head.hidden:
+        parts.append(
+            f"The new head has two FC layers ({rec.plan.head.hidden} hidden units) to combine the "
+            "kept lower-level features."
+        )
+    if taps:
+        parts.append(
+            "Similarity is middling, so the head also reads pooled features of earlier layers "
+            f"({', '.join(names[i] for i in taps)}): the source's second approach, features from several layers."
+        )
+    if rec.plan.unfreeze_all_at is not None:
+        parts.append(
+            f"Optional second stage: from epoch {stage1} every kept layer trains at lower rates "
+            "(set unfreeze_all_at to null to skip it)."
+        )
+    if rec.use_cache:
+        parts.append("The frozen layers' outputs are computed once and cached, so epochs are cheap.")
+    parts.append(f"Estimated training time on {rec.device}: about {_duration(rec.estimated_seconds)} (FLOPs-based).")
+    return " ".join(parts)
+
+
+_CORNER_REASONS = {
+    "small_similar": "small and similar: fine-tuning the whole network on few images would overfit, so "
+    "replace the last fully connected layer with a new one for {k} classes, freeze everything else "
+    "and train only the new layer.",
+    "large_similar": "large and similar: with plenty of data there is little risk of overfitting, so "
+    "replace the last fully connected layer with one for {k} classes and train the whole network.",
+    "small_different": "small and different: the pretrained high-level features do not help with "
+    "different images, so remove most layers from the end, keep the low-level ones (edges, colours, "
+    "textures), add new layers for the {k} classes; sometimes it pays to train the whole network afterwards.",
+    "large_different": "large and different: replace the last layer with one for {k} classes and "
+    "train the whole network with nothing frozen.",
+}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
