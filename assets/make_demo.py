@@ -133,13 +133,15 @@ def check() -> float:
     store = ImageStore(ds.paths, pre)
     model = build_model(Plan.head_only("efficientnet_lite0", len(ds.classes)), class_names=ds.classes).eval()
     with torch.inference_mode():
-        feats = torch.cat(
-            [model.features(normalize(x, pre.mean, pre.std)) for x, _ in store.batches(range(len(store)), 50, shuffle=False)]
-        ).numpy()
+        batches = store.batches(range(len(store)), 50, shuffle=False)
+        feats = torch.cat([model.features(normalize(x, pre.mean, pre.std)) for x, _ in batches]).numpy()
     y = np.array(ds.labels)
     clf = LogisticRegression(max_iter=2000, C=0.1).fit(feats[ds.train_idx], y[ds.train_idx])
     acc = float(clf.score(feats[ds.val_idx], y[ds.val_idx]))
-    print(f"linear probe on frozen efficientnet_lite0 features: validation accuracy {acc:.3f} ({len(ds.val_idx)} images)")
+    print(
+        "linear probe on frozen efficientnet_lite0 features: "
+        f"validation accuracy {acc:.3f} ({len(ds.val_idx)} images)"
+    )
     return acc
 
 

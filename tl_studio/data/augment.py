@@ -43,7 +43,9 @@ class Augment:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ValueError(f"augmentation: unknown switch(es) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"augmentation: unknown switch(es) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         return replace(PRESETS[name], **overrides)
 
     def to_dict(self) -> dict:

@@ -52,6 +52,10 @@ def check_class_name(name: str) -> str:
     return n
 
 
+def _images_in(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and not is_junk(p.name)]
+
+
 class DatasetBuilder:
     """Classes and their images under ``workdir``; thread-safe for one workspace's handlers."""
 
@@ -72,12 +76,13 @@ class DatasetBuilder:
     def counts(self) -> dict[str, int]:
         """Images per class."""
         with self._lock:
-            return {c: sum(1 for p in (self.workdir / c).iterdir() if p.is_file() and not is_junk(p.name)) for c in self.classes}
+            return {c: len(_images_in(self.workdir / c)) for c in self.classes}
 
     def _existing(self, name: str) -> Path:
         d = self.workdir / name
         if name not in self.classes:
-            raise DatasetError(f"class {name!r}: no such class; classes: {', '.join(map(repr, self.classes)) or 'none'}")
+            known = ", ".join(map(repr, self.classes)) or "none"
+            raise DatasetError(f"class {name!r}: no such class; classes: {known}")
         return d
 
     def _check_new(self, name: str) -> str:
@@ -119,13 +124,14 @@ class DatasetBuilder:
         report = AddReport()
         with self._lock:
             folder = self._existing(name)
-            have = {sha256_file(p): p.name for p in folder.iterdir() if p.is_file() and not is_junk(p.name)}
+            have = {sha256_file(p): p.name for p in _images_in(folder)}
             for src, info in zip(paths, infos):
                 if isinstance(info, str):
                     report.skipped.append((src.name, info))
                     continue
                 if info.sha256 in have:
-                    report.skipped.append((src.name, f"the same image is already in class {name!r} as {have[info.sha256]}"))
+                    why = f"the same image is already in class {name!r} as {have[info.sha256]}"
+                    report.skipped.append((src.name, why))
                     continue
                 dest = self._free_name(folder, src.name, info)
                 tmp = folder / f".upload-{uuid.uuid4().hex}"  # hidden: ignored if a crash leaves it

@@ -21,7 +21,7 @@ import os
 import tempfile
 import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import summary as S
 from .archive import ZipLimits, safe_extract
@@ -120,7 +120,8 @@ def import_folder(
         v_classes = _scan_classes(val_dir, root, cands, skipped, "val")
         classes = sorted(t_classes | v_classes)
         for c in sorted(v_classes - t_classes):
-            warnings.append((S.WARNING, "no_train_images", f"class {c!r} is in {val_dir.name}/ but not in {train_dir.name}/"))
+            msg = f"class {c!r} is in {val_dir.name}/ but not in {train_dir.name}/"
+            warnings.append((S.WARNING, "no_train_images", msg))
         for c in sorted(t_classes - v_classes):
             warnings.append((S.WARNING, "no_val_images", f"class {c!r} has no folder in {val_dir.name}/"))
         split_kind = "folders"
@@ -183,7 +184,9 @@ def import_csv(
             continue
         key = path.relative_to(root).as_posix()
         if key in seen:
-            why = "listed twice" if seen[key] == label else f"listed twice with different labels ({seen[key]!r}, {label!r})"
+            why = "listed twice"
+            if seen[key] != label:
+                why += f" with different labels ({seen[key]!r}, {label!r})"
             skipped.append((rel, f"line {lineno}: {why}"))
             continue
         if is_junk(key):
