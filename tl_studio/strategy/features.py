@@ -72,7 +72,9 @@ def _base_model(model_name: str, pretrained: bool, device: str) -> nn.Module:
     model = get_spec(model_name).build(pretrained=pretrained).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.to(device)
+    # channels_last: measured ~25% faster for these convnets on a 2-core CPU
+    # (and the fast layout on CUDA); ViT's 4-D input is only its patch conv.
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def base_model(model_name: str, pretrained: bool = True, device: torch.device | None = None) -> nn.Module:
@@ -86,7 +88,11 @@ def _normaliser(model_name: str, device: torch.device):
     pre = get_spec(model_name).preprocess
     mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1) * 255.0
-    return lambda batch: (batch.to(device, non_blocking=True).float() - mean) / std
+    def norm(batch: torch.Tensor) -> torch.Tensor:
+        x = (batch.to(device, non_blocking=True).float() - mean) / std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    return norm
 
 
 def pooled_widths(model_name: str, layers: list[str]) -> list[int]:

@@ -45,7 +45,7 @@ EPOCHS_SMALL = 20
 EPOCHS_LARGE = 8
 # The optional "sometimes it pays" stage after a cut: the whole kept network,
 # at the lower body rates, for a few epochs.
-SECOND_STAGE_EPOCHS = 8
+SECOND_STAGE_EPOCHS = 5
 # Train only the new head for a while before body layers join (LP-FT, Kumar et
 # al. 2022): a random head's large gradients would otherwise damage pretrained features.
 HEAD_WARMUP_SMALL = 2

@@ -93,7 +93,7 @@ def ridge_probe(
     w = vt.T @ ((shrink / s.clamp_min(1e-12))[:, None] * uty)  # (D, K)
     train_acc = float(((x @ w + y_mean).argmax(1) == train_y).double().mean())
     val_acc = float(((v @ w + y_mean).argmax(1) == val_y).double().mean())
-    return {"train_accuracy": train_acc, "val_accuracy": val_acc, "ridge_lambda": lam}
+    return {"train_accuracy": train_acc, "val_accuracy": val_acc, "ridge_lambda": float(f"{lam:.4g}")}
 
 
 def freeze_depth_sweep(

@@ -1,0 +1,183 @@
+"""``tl-studio recommend``: the four-case recommender from the command line.
+
+    tl-studio recommend --images-per-class 40 --similarity 0.8 [--num-classes 5]
+    tl-studio recommend --data DATA [--sweep]
+    ... [--model NAME] [--device auto|cpu|cuda] [--json]
+
+With ``--data`` the images per class and the number of classes come from the
+dataset, and the similarity is measured on (a sample of) its training images;
+``--sweep`` adds the freeze-depth sweep, whose curve is printed and may move
+the recommended cut.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+
+import pandas as pd
+import torch
+
+from ..cli import CLIError
+
+log = logging.getLogger(__name__)
+
+# The sweep fits probes on at most this many images (the same share of every
+# class): enough for a stable curve, and a forward pass over them stays short on a CPU.
+SWEEP_MAX_TRAIN = 1000
+SWEEP_MAX_VAL = 500
+
+
+def add_parser(sub) -> None:
+    from ..registry import DEFAULT_MODEL
+
+    s = sub.add_parser(
+        "recommend",
+        help="recommend a transfer-learning plan (which of the four cases, what to freeze, cut and train)",
+        description="Give --images-per-class and --similarity (sliders), or --data DATA to measure them.",
+    )
+    s.add_argument("--images-per-class", type=float, metavar="N", help="training images per class")
+    s.add_argument(
+        "--similarity", type=float, metavar="S", help="0 (unrelated to ImageNet photos) .. 1 (the same kind)"
+    )
+    s.add_argument("--num-classes", type=int, default=None, metavar="K", help="classes (default 2; from --data)")
+    s.add_argument("--data", metavar="DATA", help="a dataset (folder, .zip or .csv): measure size and similarity")
+    s.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model (default {DEFAULT_MODEL})")
+    s.add_argument("--sweep", action="store_true", help="with --data: run the freeze-depth sweep as evidence")
+    s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    s.add_argument("--json", action="store_true", help="one JSON object for scripts")
+    s.set_defaults(func=cmd_recommend)
+
+
+def _stratified(indices: list[int], labels: list[int], limit: int) -> list[int]:
+    """At most ``limit`` of ``indices``, the same share from every class (deterministic)."""
+    if len(indices) <= limit:
+        return list(indices)
+    g = torch.Generator().manual_seed(0)
+    order = [indices[i] for i in torch.randperm(len(indices), generator=g).tolist()]
+    by_class: dict[int, list[int]] = {}
+    for i in order:
+        by_class.setdefault(labels[i], []).append(i)
+    share = limit / len(indices)
+    picked = [i for members in by_class.values() for i in members[: max(1, round(len(members) * share))]]
+    return sorted(picked[:limit])
+
+
+def _measure(args, device):
+    """(images per class, number of classes, similarity report, sweep or None) for --data."""
+    from ..data import DatasetError, ImageStore, load_dataset
+    from ..registry import get_spec
+    from .similarity import MAX_IMAGES, measure_similarity
+    from .sweep import freeze_depth_sweep
+
+    with tempfile.TemporaryDirectory(prefix="tl-studio-recommend-") as work:
+        try:
+            ds = load_dataset(args.data, workdir=work)
+        except DatasetError as exc:
+            raise CLIError(f"--data {args.data}: {exc}") from None
+        k = len(ds.classes)
+        if k < 2:
+            raise CLIError(f"--data {args.data}: needs at least two classes, found {k}")
+        if not ds.train_idx:
+            raise CLIError(f"--data {args.data}: no training images")
+        if args.sweep and not ds.val_idx:
+            raise CLIError(f"--data {args.data}: the sweep needs validation images and the split has none")
+        labels = ds.labels
+        pre = get_spec(args.model).preprocess
+        sim_idx = _stratified(ds.train_idx, labels, MAX_IMAGES)
+        tr_idx = _stratified(ds.train_idx, labels, SWEEP_MAX_TRAIN) if args.sweep else []
+        va_idx = _stratified(ds.val_idx, labels, SWEEP_MAX_VAL) if args.sweep else []
+        wanted = sorted(set(sim_idx) | set(tr_idx) | set(va_idx))
+        row = {i: r for r, i in enumerate(wanted)}
+        store = ImageStore([ds.items[i].path for i in wanted], pre)
+        for r, err in store.errors.items():
+            log.warning("%s: %s (a blank image stands in for it)", ds.items[wanted[r]].rel, err)
+
+        def take(idx):
+            rows = [row[i] for i in idx]
+            return store.get(rows), torch.tensor([labels[i] for i in idx])
+
+        report = measure_similarity(args.model, *take(sim_idx), device=device)
+        sweep = None
+        if args.sweep:
+            sweep = freeze_depth_sweep(args.model, *take(tr_idx), *take(va_idx), device=device)
+        return len(ds.train_idx) / k, k, report, sweep
+
+
+def cmd_recommend(args) -> int:
+    from ..registry import get_spec
+    from .recommend import recommend
+
+    try:
+        get_spec(args.model)
+    except KeyError as exc:
+        raise CLIError(f"--model: {exc.args[0]}") from None
+    device = None if args.device == "auto" else args.device
+    if device is not None:
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as exc:
+            raise CLIError(f"--device {args.device}: not available here ({str(exc).splitlines()[0]})") from None
+    report = sweep = None
+    if args.data:
+        if args.images_per_class is not None or args.similarity is not None or args.num_classes is not None:
+            raise CLIError("--data measures images per class, classes and similarity; drop "
+                           "--images-per-class, --similarity and --num-classes, or drop --data")
+        per_class, k, report, sweep = _measure(args, device)
+        similarity = report.similarity
+    else:
+        if args.images_per_class is None or args.similarity is None:
+            raise CLIError("give --images-per-class N and --similarity S, or --data DATA to measure them")
+        if args.sweep:
+            raise CLIError("--sweep needs images: use it with --data DATA")
+        per_class, similarity, k = args.images_per_class, args.similarity, args.num_classes or 2
+    try:
+        rec = recommend(args.model, per_class, similarity, k, device=device, sweep=sweep)
+    except ValueError as exc:
+        raise CLIError(str(exc).replace("images_per_class", "--images-per-class")
+                       .replace("similarity:", "--similarity:").replace("num_classes", "--num-classes")) from None
+    out = rec.to_dict()
+    if report is not None:
+        out.update(
+            similarity_measured=report.similarity,
+            transferability=report.transferability,
+            transferability_normalised=report.transferability_normalised,
+            similarity_signals=report.signals,
+            similarity_explanation=report.explanation,
+        )
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False, default=_json_default))
+    else:
+        _print_human(rec, report)
+    return 0
+
+
+def _json_default(value):
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return str(value)
+
+
+def _print_human(rec, report) -> None:
+    p = rec.plan
+    print(f"case: {rec.case}")
+    if report is not None:
+        print(f"similarity: {report.similarity:.2f} (measured); transferability (LogME): "
+              f"{report.transferability:.2f} nats/image, explains {report.transferability_normalised:.0%} of label variance")
+    else:
+        print(f"similarity: {rec.similarity:.2f}")
+    head = f"{p.head.fc_layers} FC" + (f" ({p.head.hidden} hidden)" if p.head.hidden else "")
+    print(f"plan: model {p.model}, cut after {p.cut_after or '(none)'}, frozen {rec.freeze_fraction:.0%} of the "
+          f"body's compute, head {head}, taps {', '.join(p.taps) or '(none)'}"
+          + (f", whole network trains from epoch {p.unfreeze_all_at}" if p.unfreeze_all_at is not None else ""))
+    print(f"training: lr {rec.lr:g} (body ratio {p.body_lr_ratio:g}), {rec.epochs} epochs, batch {rec.batch_size}, "
+          f"augment {rec.augment}, feature cache {'yes' if rec.use_cache else 'no'}, "
+          f"about {rec.estimated_seconds:.0f} s on {rec.device}")
+    if rec.sweep is not None:
+        print("\nfreeze-depth sweep (linear probe on frozen pooled features):")
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            print(rec.sweep.to_string(index=False))
+    print(f"\n{rec.rationale}")
+    if report is not None:
+        print(f"\n{report.explanation}")
