@@ -220,22 +220,31 @@ def test_sweep_without_needed_columns_is_refused():
 
 
 # ---- time estimate -----------------------------------------------------------------------
-def test_training_flops_follow_what_trains():
+def test_training_cost_follows_what_trains():
     flops = [10.0, 20.0, 30.0, 40.0]
-    full = timing.training_flops(flops, 0, 4, 1.0, 100, 5, cached=False)
+    full = timing.training_cost(flops, 0, 4, 1.0, 100, 5, cached=False)
     assert full == pytest.approx(100 * 5 * 3 * 101)
-    frozen2 = timing.training_flops(flops, 2, 4, 1.0, 100, 5, cached=False)
+    frozen2 = timing.training_cost(flops, 2, 4, 1.0, 100, 5, cached=False)
     assert frozen2 == pytest.approx(100 * 5 * (30 + 3 * 71))
-    cached = timing.training_flops(flops, 4, 4, 1.0, 100, 5, cached=True)
+    cached = timing.training_cost(flops, 4, 4, 1.0, 100, 5, cached=True)
     assert cached == pytest.approx(100 * (100 + 5 * 3 * 1))  # the prefix runs once
-    cut = timing.training_flops(flops, 2, 2, 1.0, 100, 5, cached=True, unfreeze_all_at=3)
+    cut = timing.training_cost(flops, 2, 2, 1.0, 100, 5, cached=True, unfreeze_all_at=3)
     assert cut == pytest.approx(100 * (30 + 3 * 3 * 1 + 2 * 3 * 31))
 
 
-def test_device_rate_is_measured_once():
-    a = timing.device_flops_per_second("cpu")
-    assert a > 1e6
-    assert timing.device_flops_per_second("cpu") == a
+def test_device_rates_are_measured_once():
+    a = timing.device_rates("cpu")
+    assert a["dense"] > 1e6 and a["depthwise"] > 1e5
+    assert timing.device_rates("cpu") == a
+
+
+def test_depthwise_layers_are_found_in_the_layer_table():
+    # EfficientNet-Lite0's blocks are depthwise-separable; its stem and ResNet-18 are dense
+    lite = timing.depthwise_flops("efficientnet_lite0")
+    assert lite[0] == 0.0 and all(f > 0 for f in lite[1:17])
+    assert sum(timing.depthwise_flops("resnet18")) == 0.0
+    secs = timing.layer_seconds("efficientnet_lite0", "cpu")
+    assert len(secs) == len(body_layer_names("efficientnet_lite0")) and all(s >= 0 for s in secs)
 
 
 def test_estimate_orders_plans_by_cost():

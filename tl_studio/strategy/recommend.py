@@ -274,20 +274,19 @@ def recommend(
 
     feat_dim = sum(_width(model_name, names[i]) for i in taps) if taps else _width(model_name, names[cut])
     head_flops = 2.0 * (feat_dim * hidden + hidden * num_classes if hidden else feat_dim * num_classes)
-    flops = timing.training_flops(
-        list(body.flops),
+    from .features import resolve_device
+
+    dev = str(resolve_device(device))
+    seconds = timing.training_cost(
+        timing.layer_seconds(model_name, dev),
         frozen_upto + 1,
         cut + 1,
-        head_flops,
+        head_flops / timing.device_flops_per_second(dev),
         total,
         epochs,
         cached=use_cache,
         unfreeze_all_at=plan.unfreeze_all_at,
     )
-    from .features import resolve_device
-
-    dev = str(resolve_device(device))
-    seconds = flops / timing.device_flops_per_second(dev)
     freeze_frac = body.ends[frozen_upto] if frozen_upto >= 0 else 0.0
     if frozen_upto >= cut:
         freeze_frac = keep_frac

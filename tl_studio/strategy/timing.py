@@ -1,17 +1,24 @@
-"""An estimate of training time from FLOPs and a measured device rate.
+"""An estimate of training time from the layer table and measured device rates.
 
 The layer table gives each layer's forward FLOPs at the model's input size
-(one image). A training step costs about 1x forward FLOPs in frozen layers
-(no backward: they run under no_grad), 3x in trained layers (forward, then a
-backward of about twice the forward), and nothing per epoch in a prefix the
-feature cache has stored (it runs once, to fill the cache). Dividing by a
-rate measured once per process on the device, with a tiny workload of the
-same kinds of layers these networks use (dense 3x3, 1x1 and depthwise
-convolutions with BatchNorm), gives seconds.
+(one image). FLOPs alone mislead: on a CPU a dense 3x3 convolution runs ~10x
+more FLOPs per second than a depthwise one, so a ResNet and an EfficientNet of
+equal FLOPs differ several-fold in time. Each body layer's forward time per
+image is therefore its dense FLOPs over a measured dense-convolution rate plus
+its depthwise FLOPs over a measured depthwise rate (both measured once per
+process on the device, with small workloads of exactly those layer kinds).
 
-It is an estimate: data loading, augmentation, validation passes, kernel
-launch overheads and per-model efficiency differences (a dense ResNet runs
-closer to the device peak than a depthwise-heavy EfficientNet) are not in it.
+A training step costs about 1x the forward time in frozen layers (no
+backward: they run under no_grad), 3x in trained layers (forward, then a
+backward of about twice the forward), and nothing per epoch in a prefix the
+feature cache has stored (it runs once, to fill the cache).
+
+It is an estimate. Measured on a (busy) 2-core CPU against real forward
+passes at batch 32: ResNet-18 ~25% pessimistic, EfficientNet-Lite0 ~30%
+optimistic, MobileNetV3-Small ~4x optimistic (its time goes to small
+squeeze-excite and hard-swish layers that FLOPs barely see). A single
+FLOPs rate instead was 10x off for ResNet-18. Data loading, augmentation and
+validation passes are not in it.
 """
 
 from __future__ import annotations
@@ -25,37 +32,35 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..layers import layer_table
+
 log = logging.getLogger(__name__)
 
-BENCH_SECONDS = 0.25  # per device, once per process: long enough to average out jitter
-FORWARD, BACKWARD = 1.0, 2.0  # FLOPs of backward relative to forward
+BENCH_SECONDS = 0.15  # per workload and device, once per process: long enough to average out jitter
+FORWARD, BACKWARD = 1.0, 2.0  # cost of backward relative to forward
+# A convolution whose every output channel reads k*k weights (plus a bias) of one
+# input channel is depthwise; dense stems read 3 channels (27 or 147 weights).
+_DEPTHWISE_WEIGHTS = {k * k + b for k in (3, 5, 7) for b in (0, 1)}
 
 _lock = threading.Lock()
 
 
-def _bench_net() -> nn.Module:
-    # One dense 3x3 conv and one inverted-residual block (1x1 expand,
-    # depthwise 3x3, 1x1 project): the mix of ResNets and MobileNets.
-    return nn.Sequential(
-        nn.Conv2d(32, 32, 3, padding=1, bias=False),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.Conv2d(32, 96, 1, bias=False),
-        nn.BatchNorm2d(96),
-        nn.ReLU6(),
-        nn.Conv2d(96, 96, 3, padding=1, groups=96, bias=False),
-        nn.BatchNorm2d(96),
-        nn.ReLU6(),
-        nn.Conv2d(96, 32, 1, bias=False),
-        nn.BatchNorm2d(32),
-    ).eval()
+def _workloads() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    return {
+        "dense": (
+            nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU()),
+            (8, 64, 56, 56),
+        ),
+        "depthwise": (
+            nn.Sequential(nn.Conv2d(96, 96, 3, padding=1, groups=96, bias=False), nn.BatchNorm2d(96), nn.ReLU6()),
+            (8, 96, 56, 56),
+        ),
+    }
 
 
-@functools.cache
-def _measure(device: str) -> float:
-    dev = torch.device(device)
-    net = _bench_net().to(dev)
-    x = torch.randn(8, 32, 56, 56, device=dev)
+def _rate(net: nn.Module, shape: tuple[int, ...], dev: torch.device) -> float:
+    net = net.eval().to(dev, memory_format=torch.channels_last)
+    x = torch.randn(shape, device=dev).contiguous(memory_format=torch.channels_last)
     with FlopCounterMode(display=False) as counter:
         net(x)
     flops = counter.get_total_flops()  # counted as the layer table counts them
@@ -76,47 +81,84 @@ def _measure(device: str) -> float:
                 elapsed = time.perf_counter() - start
                 if elapsed >= BENCH_SECONDS:
                     break
-    rate = flops * runs / elapsed
-    log.debug("device %s: %.1f GFLOP/s on the timing workload", device, rate / 1e9)
-    return rate
+    return flops * runs / elapsed
 
 
-def device_flops_per_second(device: str | torch.device | None = None) -> float:
-    """Forward FLOPs per second on ``device`` (measured once per process, cached)."""
+@functools.cache
+def _measure(device: str) -> dict[str, float]:
+    dev = torch.device(device)
+    rates = {kind: _rate(net, shape, dev) for kind, (net, shape) in _workloads().items()}
+    log.debug("device %s: %s GFLOP/s", device, {k: round(v / 1e9, 2) for k, v in rates.items()})
+    return rates
+
+
+def device_rates(device: str | torch.device | None = None) -> dict[str, float]:
+    """Forward FLOPs per second on ``device`` for dense and depthwise convolutions (cached)."""
     from .features import resolve_device
 
     dev = resolve_device(device)
     with _lock:
-        return _measure(str(dev))
+        return dict(_measure(str(dev)))
 
 
-def training_flops(
-    layer_flops: list[float],
+def device_flops_per_second(device: str | torch.device | None = None) -> float:
+    """The dense-convolution rate: what a matrix-heavy layer (and the new head) runs at."""
+    return device_rates(device)["dense"]
+
+
+@functools.cache
+def depthwise_flops(model_name: str) -> tuple[float, ...]:
+    """Forward FLOPs per image in depthwise convolutions, for each coarse layer (by depth)."""
+    fine = layer_table(model_name, "fine")
+    out = [0.0] * (int(fine["depth"].max()) + 1)
+    for row in fine.itertuples():
+        if "Conv" not in row.module or not row.output_shape:
+            continue
+        channels = int(row.output_shape.split("x")[0])
+        if channels and row.params % channels == 0 and row.params // channels in _DEPTHWISE_WEIGHTS:
+            out[row.depth] += float(row.flops)
+    return tuple(out)
+
+
+def layer_seconds(model_name: str, device: str | torch.device | None = None) -> list[float]:
+    """Estimated forward seconds per image of each body layer on ``device``."""
+    rates = device_rates(device)
+    table = layer_table(model_name)
+    dw = depthwise_flops(model_name)
+    out = []
+    for row in table[table["role"] == "body"].itertuples():
+        d = min(dw[row.depth], float(row.flops))
+        out.append((float(row.flops) - d) / rates["dense"] + d / rates["depthwise"])
+    return out
+
+
+def training_cost(
+    layer_costs: list[float],
     frozen: int,
     kept: int,
-    head_flops: float,
+    head_cost: float,
     images: float,
     epochs: int,
     *,
     cached: bool,
     unfreeze_all_at: int | None = None,
 ) -> float:
-    """Total FLOPs of a training run.
+    """Total cost of a training run, in the unit of ``layer_costs`` (FLOPs or seconds).
 
-    ``layer_flops``: forward FLOPs per image of each body layer; the first
+    ``layer_costs``: forward cost per image of each body layer; the first
     ``frozen`` are frozen, the first ``kept`` are kept (the rest are cut).
     From epoch ``unfreeze_all_at`` every kept layer trains and the cache no
     longer applies.
     """
-    kept_flops = layer_flops[:kept]
-    frozen_f = sum(kept_flops[:frozen])
-    trained_f = sum(kept_flops[frozen:])
+    kept_costs = layer_costs[:kept]
+    frozen_c = sum(kept_costs[:frozen])
+    trained_c = sum(kept_costs[frozen:])
     stage1 = epochs if unfreeze_all_at is None else min(unfreeze_all_at, epochs)
     stage2 = epochs - stage1
-    train_step = (FORWARD + BACKWARD) * (trained_f + head_flops)
+    train_step = (FORWARD + BACKWARD) * (trained_c + head_cost)
     if cached:
-        per_image = frozen_f + stage1 * train_step  # the prefix runs once, to fill the cache
+        per_image = frozen_c + stage1 * train_step  # the prefix runs once, to fill the cache
     else:
-        per_image = stage1 * (FORWARD * frozen_f + train_step)
-    per_image += stage2 * (FORWARD + BACKWARD) * (sum(kept_flops) + head_flops)
+        per_image = stage1 * (FORWARD * frozen_c + train_step)
+    per_image += stage2 * (FORWARD + BACKWARD) * (sum(kept_costs) + head_cost)
     return per_image * images
