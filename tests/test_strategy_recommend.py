@@ -183,6 +183,8 @@ def test_sweep_moves_the_cut_but_keeps_the_corner():
     # nor can any sweep cut a small-similar plan
     sim = recommend(model, 20, 0.95, 4, device="cpu", sweep=_sweep(model, "layer1.1"))
     assert sim.plan.cut_after is None and sim.plan.taps == []
+    # but its curve still comes with the plan as evidence
+    assert "Sweep evidence" in sim.rationale and "layer1.1" in sim.rationale
     # the sweep table travels in the JSON
     data = json.loads(json.dumps(early.to_dict()))
     assert [row["layer"] for row in data["sweep"]] == body_layer_names(model)

@@ -20,6 +20,7 @@ from ..plan import FROZEN, TRAIN, HeadSpec, Plan
 from ..registry import get_spec
 from ..surgery import _pooled_width
 from . import rules, timing
+from .features import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,6 @@ class _Body:
     """A model's body layers with their depth fractions, from the layer table."""
 
     names: tuple[str, ...]
-    flops: tuple[float, ...]
     ends: tuple[float, ...]  # share of body forward FLOPs done after each layer
 
     def upto(self, fraction: float) -> int:
@@ -132,7 +132,7 @@ def _body(model_name: str) -> _Body:
         acc += f
         ends.append(acc / total)
     ends[-1] = 1.0
-    return _Body(tuple(body["name"]), tuple(flops), tuple(ends))
+    return _Body(tuple(body["name"]), tuple(ends))
 
 
 def _width(model_name: str, name: str) -> int:
@@ -240,6 +240,20 @@ def recommend(
     taps = _pick_taps(body, cut, rows) if rules.wants_taps(n, s) else []
     if taps and rows is not None:
         sweep_note += " The taps are the layers whose pooled features probe best in the sweep."
+    if rows is not None and not sweep_note:
+        best = rows.loc[rows["val_accuracy"].idxmax()]
+        final = rows.loc[rows["index"].idxmax()]
+        if best["index"] == final["index"] or best["val_accuracy"] <= final["val_accuracy"]:
+            sweep_note = (
+                f" Sweep evidence: a linear probe on frozen features does best at the deepest layer probed "
+                f"({final['layer']}, {final['val_accuracy']:.0%}): the high-level features transfer."
+            )
+        else:
+            sweep_note = (
+                f" Sweep evidence: a linear probe on frozen features peaks at {best['layer']} "
+                f"({best['val_accuracy']:.0%}) and falls to {final['val_accuracy']:.0%} at {final['layer']}: "
+                "the late, high-level features transfer less."
+            )
 
     second_stage = small and cut < last
     stage1 = round(EPOCHS_SMALL + (EPOCHS_LARGE - EPOCHS_SMALL) * rules.data_score(n))
@@ -274,8 +288,6 @@ def recommend(
 
     feat_dim = sum(_width(model_name, names[i]) for i in taps) if taps else _width(model_name, names[cut])
     head_flops = 2.0 * (feat_dim * hidden + hidden * num_classes if hidden else feat_dim * num_classes)
-    from .features import resolve_device
-
     dev = str(resolve_device(device))
     seconds = timing.training_cost(
         timing.layer_seconds(model_name, dev),
