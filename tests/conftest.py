@@ -28,3 +28,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def lite0_run(tmp_path_factory):
+    """One real run shared by several tests: embedded EfficientNet-Lite0, backbone
+    frozen (the feature cache applies), four epochs on the demo dataset."""
+    from tl_studio.plan import Plan
+    from tl_studio.train import FINISHED, JobRegistry, TrainConfig, start_job
+
+    from .trainkit import demo_data
+
+    run = tmp_path_factory.mktemp("runs") / "lite0"
+    data = demo_data()
+    job = start_job(
+        Plan.head_only("efficientnet_lite0", len(data.classes)),
+        TrainConfig(epochs=4, batch_size=32, lr=3e-3, device="cpu"),
+        data,
+        run_dir=run,
+        registry=JobRegistry(),
+    )
+    assert job.wait(600)
+    assert job.status == FINISHED, job.error
+    return run, job

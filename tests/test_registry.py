@@ -172,7 +172,7 @@ def test_engine_imports_without_gradio():
         "import sys, tl_studio.registry, tl_studio.layers, tl_studio.plan, tl_studio.surgery, tl_studio.cli\n"
         "import pkgutil, importlib, tl_studio\n"
         "for m in pkgutil.walk_packages(tl_studio.__path__, 'tl_studio.'):\n"
-        "    if not m.name.startswith('tl_studio.ui'): importlib.import_module(m.name)\n"
+        "    if not m.name.startswith('tl_studio.ui') and not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
         "assert 'gradio' not in sys.modules, [m for m in sys.modules if 'gradio' in m]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

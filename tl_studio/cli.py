@@ -59,6 +59,7 @@ def cmd_layers(args) -> int:
 # the function taking argparse's sub-parsers object.
 COMMAND_PROVIDERS: list[str] = [
     ".data.cli:add_parser",
+    ".train.cli:add_parser",
     ".strategy.cli:add_parser",
 ]
 
@@ -101,6 +102,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tl-studio {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -55,7 +55,10 @@ def _leaves(module: nn.Module, prefix: str):
 @functools.cache
 def _tables(model_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     spec = get_spec(model_name)
-    base = spec.build(pretrained=False).eval()
+    # A throwaway random model: keep the caller's RNG stream untouched, so a
+    # seeded run does not depend on whether this table was cached already.
+    with torch.random.fork_rng(devices=[]):
+        base = spec.build(pretrained=False).eval()
     stage_list = spec.stages(base)
     size = spec.preprocess.input_size
     x = torch.zeros(1, 3, size, size)

@@ -71,7 +71,8 @@ def _pooled_width(shape: str) -> int:
 def _known_names(model_name: str) -> tuple[tuple[str, ...], frozenset[str]]:
     """Body layer names in order, and every name a plan may use for this model."""
     spec = get_spec(model_name)
-    stage_list = spec.stages(spec.build(pretrained=False))
+    with torch.random.fork_rng(devices=[]):  # leave the caller's seeded RNG alone
+        stage_list = spec.stages(spec.build(pretrained=False))
     body = tuple(s.name for s in stage_list if s.role == "body")
     known = set()
     for s in stage_list:

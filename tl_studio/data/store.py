@@ -191,6 +191,9 @@ class ImageStore:
             batch_sampler=[c.tolist() for c in chunks],
             num_workers=self.workers,
             collate_fn=_collate,
+            # Worker seeds come from this generator, not the global RNG: streaming
+            # must not shift a seeded training run's random stream (dropout etc.).
+            generator=torch.Generator().manual_seed(0),
         )
         for images, got, errs in loader:
             self._count(len(got))

@@ -1,0 +1,178 @@
+"""The training loop on real data: learning, the feature cache, taps, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tl_studio.plan import HeadSpec, Plan
+from tl_studio.surgery import body_layer_names
+from tl_studio.train import JobRegistry, Trainer, TrainConfig, start_job
+from tl_studio.train.cache import DTYPE_TOLERANCE
+from tl_studio.train.rundir import CONFIG, LAST, METRICS, STEPS, SUMMARY, WEIGHTS, load_weights
+
+from .trainkit import demo_data, demo_dataset
+
+FAST = "mobilenet_v3_small"
+
+
+def test_real_training_learns_the_demo_dataset(lite0_run):
+    run, job = lite0_run
+    r = job.result
+    chance = 1 / len(demo_dataset().classes)
+    assert r.best_val_accuracy >= max(0.8, 3 * chance)
+    assert r.cached  # backbone frozen, no augmentation: the feature cache applied
+    epochs = job.metrics.snapshot()["epochs"]
+    assert list(epochs["epoch"]) == [1, 2, 3, 4]
+    assert epochs["train_loss"].iloc[-1] < epochs["train_loss"].iloc[0]
+    steps = job.metrics.snapshot()["steps"]
+    assert len(steps) == 4 * 5  # 160 training images / batch 32, every step logged
+    assert steps["loss"].notna().all()
+    for name in (CONFIG, METRICS, STEPS, SUMMARY, WEIGHTS, LAST):
+        assert (run / name).exists(), name
+
+
+def test_run_directory_contents(lite0_run):
+    run, _ = lite0_run
+    summary = json.loads((run / SUMMARY).read_text())
+    for key in ("best_val_accuracy", "best_epoch", "epochs_run", "train_seconds", "images_per_second", "device"):
+        assert key in summary
+    config = json.loads((run / CONFIG).read_text())
+    assert Plan.from_dict(config["plan"]).model == "efficientnet_lite0"
+    ds = demo_dataset()
+    assert config["dataset"]["fingerprint"] == ds.fingerprint
+    assert len(config["dataset"]["train_rels"]) == len(ds.train_idx)
+    assert len(config["dataset"]["val_rels"]) == len(ds.val_idx)
+    assert "torch" in config["versions"] and config["seed"] == 0
+    state, meta = load_weights(run / WEIGHTS)
+    assert json.loads(meta["classes"]) == ds.classes
+    assert meta["validated"] == "true"
+    assert Plan.from_json(meta["plan"]).head.num_classes == len(ds.classes)
+
+
+def _fit(plan, **cfg):
+    data = demo_data(6, 3)
+    trainer = Trainer(plan, TrainConfig(device="cpu", **cfg), data, pretrained=False)
+    result = trainer.fit()
+    return trainer, result
+
+
+def test_cache_matches_no_cache_in_fp32():
+    """Same seed, fp32 storage: training on cached activations equals training live."""
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[6])  # the suffix still has conv blocks
+    common = dict(epochs=2, batch_size=8, lr=1e-3, seed=3)
+    t_live, live = _fit(plan, cache="off", **common)
+    t_cached, cached = _fit(plan, cache="auto", cache_dtype="float32", **common)
+    assert cached.cached and not live.cached
+    a = t_live.metrics.snapshot()
+    b = t_cached.metrics.snapshot()
+    torch.testing.assert_close(
+        torch.tensor(a["steps"]["loss"].values), torch.tensor(b["steps"]["loss"].values), rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        torch.tensor(a["epochs"]["val_loss"].values), torch.tensor(b["epochs"]["val_loss"].values), rtol=1e-4, atol=1e-5
+    )
+    for k, v in live.state.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(cached.state[k], v, rtol=1e-3, atol=DTYPE_TOLERANCE["float32"] * 10)
+
+
+def test_fp16_cache_stays_close():
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[6])
+    common = dict(epochs=1, batch_size=8, lr=1e-3, seed=3)
+    t32, _ = _fit(plan, cache="auto", cache_dtype="float32", **common)
+    t16, r16 = _fit(plan, cache="auto", cache_dtype="float16", **common)
+    assert r16.cached
+    l32 = torch.tensor(t32.metrics.snapshot()["steps"]["loss"].values)
+    l16 = torch.tensor(t16.metrics.snapshot()["steps"]["loss"].values)
+    assert (l32 - l16).abs().max() <= DTYPE_TOLERANCE["float16"] * l32.abs().max()
+
+
+def test_tapped_multi_layer_head_trains_on_the_cache():
+    """The source text's second approach: a head fed by features from several layers."""
+    taps = ["blocks.2", "blocks.7", "conv_head"]
+    plan = Plan(model="efficientnet_lite0", head=HeadSpec(4, hidden=32), taps=taps, default="frozen")
+    data = demo_data(6, 3)
+    trainer = Trainer(plan, TrainConfig(device="cpu", epochs=4, batch_size=8, lr=3e-3), data)
+    result = trainer.fit()
+    assert result.cached
+    names = body_layer_names("efficientnet_lite0")
+    assert trainer.model.layer_names == names[: names.index("conv_head") + 1]
+    assert trainer.cache.k == len(trainer.model.layer_names)
+    assert trainer.model.feature_dim == 24 + 80 + 1280
+    assert trainer.cache.h.shape[1] == trainer.model.feature_dim  # pooled taps, concatenated
+    epochs = trainer.metrics.snapshot()["epochs"]
+    assert epochs["train_loss"].iloc[-1] < epochs["train_loss"].iloc[0]
+    assert result.best_val_accuracy > 0.5  # chance is 0.25
+
+
+def test_cache_over_budget_falls_back_to_live(caplog):
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[2])
+    trainer, result = _fit(plan, epochs=1, batch_size=8, cache_budget_mb=0)
+    assert not result.cached
+    assert "training without it" in caplog.text
+
+
+def test_two_stage_recipe_unfreezes_into_new_param_groups():
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[5], head_warmup_epochs=1, body_lr_ratio=0.1)
+    trainer, result = _fit(plan, epochs=2, batch_size=8, lr=1e-3)
+    phases = list(trainer.metrics.snapshot()["epochs"]["phase"])
+    assert phases == ["head", "plan"]
+    groups = trainer.optimizer.param_groups
+    assert "head" in groups[0]["layers"]
+    body_lrs = [g["initial_lr"] for g in groups if "head" not in g["layers"]]
+    assert body_lrs and max(body_lrs) < 1e-3 and min(body_lrs) == pytest.approx(1e-4)
+    in_opt = {id(p) for g in groups for p in g["params"]}
+    assert all(id(p) in in_opt for p in trainer.model.parameters() if p.requires_grad)
+
+
+def test_resume_continues_exactly(tmp_path):
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[6])
+    data = demo_data(6, 3)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-3, device="cpu", cache="off")
+    straight = Trainer(plan, cfg, data, pretrained=False).fit()
+
+    registry = JobRegistry()
+
+    def stop_after_first_epoch(trainer, event, info):
+        if event == "epoch" and info["epoch"] == 0:
+            job.stop()
+
+    job = start_job(plan, cfg, data, run_dir=tmp_path, pretrained=False, callbacks=[stop_after_first_epoch], registry=registry)
+    assert job.wait(300) and job.result.epochs_run == 1
+    resumed = Trainer(plan, cfg, data, run_dir=tmp_path, pretrained=False, resume=True)
+    result = resumed.fit()
+    assert result.epochs_run == 3
+    assert list(resumed.metrics.snapshot()["epochs"]["epoch"]) == [1, 2, 3]
+    for k, v in straight.state.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(result.state[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_streaming_store_trains_like_the_in_memory_one():
+    """Beyond the memory budget images stream from disk in worker processes; same result."""
+    from tl_studio.data import ImageStore
+    from tl_studio.registry import get_spec
+    from tl_studio.train import TrainData
+
+    mem = demo_data(3, 2)
+    ds = demo_dataset()
+    streaming = ImageStore(ds.paths, get_spec(FAST).preprocess, memory_budget_bytes=0, workers=2)
+    assert not streaming.in_memory
+    stream = TrainData(streaming, mem.labels, mem.train_idx, mem.val_idx, mem.classes)
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[4])
+    cfg = TrainConfig(device="cpu", epochs=1, batch_size=4, cache="off")
+    a = Trainer(plan, cfg, mem, pretrained=False).fit()
+    b = Trainer(plan, cfg, stream, pretrained=False).fit()
+    assert streaming.decodes >= len(mem.train_idx) + len(mem.val_idx)
+    for k, v in a.state.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(b.state[k], v)

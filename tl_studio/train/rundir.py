@@ -1,0 +1,157 @@
+"""A run directory on disk, and reading it back without trusting it.
+
+    config.json        plan, hyper-parameters, seed, dataset hash and file lists, versions
+    metrics.csv        one row per epoch      steps.csv   one row per training step
+    summary.json       best_val_accuracy, best_epoch, epochs_run, train_seconds, ...
+    model.safetensors  the best weights; class names and plan in its metadata
+    last.pt            model, optimizer, epoch, step, RNG: for --resume (tensors only)
+
+Every file is written atomically (temporary file, then rename). Loading never
+unpickles code: weights are safetensors, and ``last.pt`` is read with
+``torch.load(weights_only=True)`` with no fall-back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..atomic import atomic_path, write_json
+from ..plan import Plan, PlanError
+
+log = logging.getLogger(__name__)
+
+CONFIG, METRICS, STEPS, SUMMARY, WEIGHTS, LAST = (
+    "config.json",
+    "metrics.csv",
+    "steps.csv",
+    "summary.json",
+    "model.safetensors",
+    "last.pt",
+)
+
+
+class RunError(ValueError):
+    """A run directory or checkpoint that cannot be used; the message names the file."""
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    return {
+        "tl_studio": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def all_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    if not all_finite(state):
+        # Never write a checkpoint from NaN/inf weights.
+        raise RunError(f"{path.name}: refusing to save non-finite weights")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        # One open for metadata and tensors: a concurrent atomic rewrite then
+        # cannot pair one version's metadata with another's weights.
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            return {k: fh.get_tensor(k) for k in fh.keys()}, meta
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such weights file") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+def save_last(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_last(path: Path) -> dict:
+    """The resume checkpoint: tensors and plain data only, never code."""
+    if not path.exists():
+        raise RunError(f"{path}: no checkpoint to resume from")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"{path}: refused to load (not a plain tensor checkpoint: {first})") from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise RunError(f"{path}: not a tl-studio checkpoint")
+    return payload
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    config: dict
+    plan: Plan
+    classes: list[str]
+    summary: dict
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+def load_run(run_dir: str | Path) -> RunInfo:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: not a run directory")
+    config = read_json(run_dir / CONFIG)
+    try:
+        plan = Plan.from_dict(config["plan"])
+    except (KeyError, PlanError) as exc:
+        raise RunError(f"{run_dir / CONFIG}: bad plan ({exc})") from None
+    classes = list(config.get("dataset", {}).get("classes", []))
+    summary_path = run_dir / SUMMARY
+    summary = read_json(summary_path) if summary_path.exists() else {}
+    return RunInfo(run_dir, config, plan, classes, summary)
+
+
+def write_tables(run_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
+    for name, fname in (("epochs", METRICS), ("steps", STEPS)):
+        with atomic_path(run_dir / fname) as tmp:
+            tables[name].to_csv(tmp, index=False)
+
+
+def read_tables(run_dir: Path) -> dict[str, pd.DataFrame | None]:
+    out = {}
+    for name, fname in (("epochs", METRICS), ("steps", STEPS)):
+        p = run_dir / fname
+        out[name] = pd.read_csv(p) if p.exists() and p.stat().st_size else None
+    return out
+
+
+write_json = write_json  # re-exported for callers that write summaries
