@@ -61,6 +61,7 @@ COMMAND_PROVIDERS: list[str] = [
     ".data.cli:add_parser",
     ".train.cli:add_parser",
     ".strategy.cli:add_parser",
+    ".evaluate.cli:add_parser",
 ]
 
 

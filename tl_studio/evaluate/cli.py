@@ -1,0 +1,86 @@
+"""``tl-studio evaluate`` and ``tl-studio runs``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("evaluate", help="evaluate a run: metrics, figures and a model card")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--data", default=None, help="evaluate on every image of this dataset (default: the run's validation files)")
+    s.add_argument("--top-k", type=int, default=3)
+    s.add_argument("--device", default="cpu", help="cpu | cuda | mps")
+    s.add_argument("--out", default=None, help="folder for figures, CSVs and the model card (default RUN_DIR/evaluation)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("runs", help="list the runs under a runs folder, newest first")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_runs)
+
+
+def cmd_evaluate(args) -> int:
+    from ..cli import CLIError, _print_json, _print_table
+    from ..data import DatasetError
+    from ..train.rundir import RunError
+    from . import EvaluationError, evaluate_run, export_evaluation, metrics_json
+
+    if args.top_k < 1:
+        raise CLIError(f"--top-k: must be at least 1, got {args.top_k}")
+    try:
+        ev = evaluate_run(args.run_dir, data=args.data, top_k=args.top_k, device=args.device)
+    except (RunError, EvaluationError, DatasetError) as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        files = export_evaluation(ev, args.out)
+    except OSError as exc:
+        raise CLIError(f"{args.out or Path(args.run_dir) / 'evaluation'}: cannot write ({exc.strerror or exc})") from None
+    for row in ev.skipped.itertuples(index=False):
+        print(f"skipped {row.file}: {row.reason}", file=sys.stderr)
+    if args.json:
+        data = metrics_json(ev)
+        data["files"] = {k: str(v) for k, v in files.items()}
+        _print_json(data)
+        return 0
+    lo, hi = ev.accuracy_interval
+    print(f"run {ev.run_dir}  model {ev.info.plan.model}")
+    print(f"data: {ev.source}: {ev.n} images, {len(ev.skipped)} skipped")
+    topk = "  ".join(f"top-{k} {v:.3f}" for k, v in ev.top_k_accuracy.items() if k > 1)
+    print(
+        f"accuracy {ev.accuracy:.3f} (95% CI {lo:.3f}-{hi:.3f})  {topk}  macro F1 {ev.macro_f1:.3f}  ECE {ev.ece:.3f}"
+    )
+    print()
+    _print_table(ev.per_class.round(3))
+    print()
+    print("confusion (rows: true, columns: predicted)")
+    print(ev.confusion.to_string())
+    wrong = ev.mistakes(5)
+    if len(wrong):
+        print()
+        print("most confidently wrong")
+        _print_table(wrong.assign(probability=wrong["probability"].round(3)))
+    print()
+    out_dir = Path(next(iter(files.values()))).parent
+    print(f"wrote {len(files)} files to {out_dir}: model_card.md, {', '.join(sorted(f for f in files if f.endswith('.png')))}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from ..cli import CLIError, _print_json, _print_table, _records
+    from . import runs_table
+
+    root = Path(args.runs_dir)
+    if not root.is_dir():
+        raise CLIError(f"{root}: no such runs folder")
+    df = runs_table(root)
+    if args.json:
+        _print_json(_records(df))
+        return 0
+    if not len(df):
+        print(f"no runs under {root}")
+        return 0
+    _print_table(df.drop(columns=["path"]))
+    return 0
