@@ -9,10 +9,14 @@ from pathlib import Path
 def add_parser(sub) -> None:
     s = sub.add_parser("evaluate", help="evaluate a run: metrics, figures and a model card")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--data", default=None, help="evaluate on every image of this dataset (default: the run's validation files)")
+    s.add_argument(
+        "--data", default=None, help="evaluate on every image of this dataset (default: the run's validation files)"
+    )
     s.add_argument("--top-k", type=int, default=3)
     s.add_argument("--device", default="cpu", help="cpu | cuda | mps")
-    s.add_argument("--out", default=None, help="folder for figures, CSVs and the model card (default RUN_DIR/evaluation)")
+    s.add_argument(
+        "--out", default=None, help="folder for figures, CSVs and the model card (default RUN_DIR/evaluation)"
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_evaluate)
 
@@ -37,7 +41,8 @@ def cmd_evaluate(args) -> int:
     try:
         files = export_evaluation(ev, args.out)
     except OSError as exc:
-        raise CLIError(f"{args.out or Path(args.run_dir) / 'evaluation'}: cannot write ({exc.strerror or exc})") from None
+        where = args.out or Path(args.run_dir) / "evaluation"
+        raise CLIError(f"{where}: cannot write ({exc.strerror or exc})") from None
     for row in ev.skipped.itertuples(index=False):
         print(f"skipped {row.file}: {row.reason}", file=sys.stderr)
     if args.json:
@@ -64,7 +69,8 @@ def cmd_evaluate(args) -> int:
         _print_table(wrong.assign(probability=wrong["probability"].round(3)))
     print()
     out_dir = Path(next(iter(files.values()))).parent
-    print(f"wrote {len(files)} files to {out_dir}: model_card.md, {', '.join(sorted(f for f in files if f.endswith('.png')))}")
+    pngs = ", ".join(sorted(f for f in files if f.endswith(".png")))
+    print(f"wrote {len(files)} files to {out_dir}: model_card.md, {pngs}")
     return 0
 
 

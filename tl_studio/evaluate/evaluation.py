@@ -179,7 +179,7 @@ def _given_dataset(path, classes: list[str]) -> tuple[Dataset, list[int]]:
         )
     missing = [c for c in classes if c not in ds.classes]
     if missing:
-        log.info("%s: no images of class(es) %s; their recall is reported as 0 with support 0", path, ", ".join(missing))
+        log.info("%s: no images of class(es) %s; their recall is 0 with support 0", path, ", ".join(missing))
     remap = [classes.index(c) for c in ds.classes]
     return ds, remap
 

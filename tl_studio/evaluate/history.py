@@ -139,7 +139,7 @@ def runs_table(runs_dir: str | Path) -> pd.DataFrame:
     created = pd.to_datetime(df["date"], utc=True, errors="coerce", format="ISO8601")
     # Runs without a readable date sort by their folder's modification time.
     mtimes = pd.to_datetime([Path(p).stat().st_mtime for p in df["path"]], unit="s", utc=True)
-    order = created.fillna(pd.Series(mtimes, index=df.index))
+    order = created.fillna(pd.Series(mtimes, index=df.index).astype(created.dtype))
     df["date"] = order.dt.strftime("%Y-%m-%d %H:%M")
     return df.iloc[order.argsort(kind="stable")[::-1]].reset_index(drop=True)
 

@@ -51,7 +51,9 @@ def confusion(y_true, y_pred, classes: list[str]) -> pd.DataFrame:
 def normalize_rows(cm: pd.DataFrame) -> pd.DataFrame:
     """Each row divided by its total (the class's recall on the diagonal); empty rows stay 0."""
     totals = cm.sum(axis=1).to_numpy(dtype=np.float64)
-    values = np.divide(cm.to_numpy(dtype=np.float64), totals[:, None], out=np.zeros(cm.shape), where=totals[:, None] > 0)
+    values = np.divide(
+        cm.to_numpy(dtype=np.float64), totals[:, None], out=np.zeros(cm.shape), where=totals[:, None] > 0
+    )
     return pd.DataFrame(values, index=cm.index, columns=cm.columns)
 
 

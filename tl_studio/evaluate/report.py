@@ -119,7 +119,9 @@ def _metrics_section(ev: Evaluation, figure_files: dict[str, str] | None) -> lis
     out = [
         "## Evaluation",
         "",
-        f"On {data}: {ev.n} images" + (f" ({len(ev.skipped)} file(s) skipped, see skipped.csv)" if len(ev.skipped) else "") + ".",
+        f"On {data}: {ev.n} images"
+        + (f" ({len(ev.skipped)} file(s) skipped, see skipped.csv)" if len(ev.skipped) else "")
+        + ".",
         "",
         f"- Accuracy: **{_pct(ev.accuracy)}** (95% interval {_pct(lo)} to {_pct(hi)})",
     ]
