@@ -23,12 +23,6 @@ from ..cli import CLIError
 
 log = logging.getLogger(__name__)
 
-# The sweep fits probes on at most this many images (the same share of every
-# class): enough for a stable curve, and a forward pass over them stays short on a CPU.
-SWEEP_MAX_TRAIN = 1000
-SWEEP_MAX_VAL = 500
-
-
 def add_parser(sub) -> None:
     from ..registry import DEFAULT_MODEL
 
@@ -50,26 +44,10 @@ def add_parser(sub) -> None:
     s.set_defaults(func=cmd_recommend)
 
 
-def _stratified(indices: list[int], labels: list[int], limit: int) -> list[int]:
-    """At most ``limit`` of ``indices``, the same share from every class (deterministic)."""
-    if len(indices) <= limit:
-        return list(indices)
-    g = torch.Generator().manual_seed(0)
-    order = [indices[i] for i in torch.randperm(len(indices), generator=g).tolist()]
-    by_class: dict[int, list[int]] = {}
-    for i in order:
-        by_class.setdefault(labels[i], []).append(i)
-    share = limit / len(indices)
-    picked = [i for members in by_class.values() for i in members[: max(1, round(len(members) * share))]]
-    return sorted(picked[:limit])
-
-
 def _measure(args, device):
     """(images per class, number of classes, similarity report, sweep or None) for --data."""
-    from ..data import DatasetError, ImageStore, load_dataset
-    from ..registry import get_spec
-    from .similarity import MAX_IMAGES, measure_similarity
-    from .sweep import freeze_depth_sweep
+    from ..data import DatasetError, load_dataset
+    from .on_dataset import measure_dataset
 
     with tempfile.TemporaryDirectory(prefix="tl-studio-recommend-") as work:
         try:
@@ -83,25 +61,7 @@ def _measure(args, device):
             raise CLIError(f"--data {args.data}: no training images")
         if args.sweep and not ds.val_idx:
             raise CLIError(f"--data {args.data}: the sweep needs validation images and the split has none")
-        labels = ds.labels
-        pre = get_spec(args.model).preprocess
-        sim_idx = _stratified(ds.train_idx, labels, MAX_IMAGES)
-        tr_idx = _stratified(ds.train_idx, labels, SWEEP_MAX_TRAIN) if args.sweep else []
-        va_idx = _stratified(ds.val_idx, labels, SWEEP_MAX_VAL) if args.sweep else []
-        wanted = sorted(set(sim_idx) | set(tr_idx) | set(va_idx))
-        row = {i: r for r, i in enumerate(wanted)}
-        store = ImageStore([ds.items[i].path for i in wanted], pre)
-        for r, err in store.errors.items():
-            log.warning("%s: %s (a blank image stands in for it)", ds.items[wanted[r]].rel, err)
-
-        def take(idx):
-            rows = [row[i] for i in idx]
-            return store.get(rows), torch.tensor([labels[i] for i in idx])
-
-        report = measure_similarity(args.model, *take(sim_idx), device=device)
-        sweep = None
-        if args.sweep:
-            sweep = freeze_depth_sweep(args.model, *take(tr_idx), *take(va_idx), device=device)
+        report, sweep = measure_dataset(args.model, ds, sweep=args.sweep, device=device)
         return len(ds.train_idx) / k, k, report, sweep
 
 

@@ -83,18 +83,12 @@ def _plan_and_settings(args, dataset):
 
 
 def _measured_similarity(args, dataset) -> float:
-    """Domain similarity measured on (a sample of) the training images."""
+    """Domain similarity measured on a stratified sample of the training images."""
+    from ..strategy.on_dataset import measure_dataset
+
     try:
-        from ..strategy import measure_similarity
-        from .. import train
-
-        sample = dataset.train_idx[:64]
-        data = train.data_from_dataset(dataset, args.model)
-        import torch
-
-        imgs = data.images.get(sample)
-        labels = torch.tensor([dataset.items[i].label for i in sample])
-        return float(measure_similarity(args.model, imgs, labels).similarity)
+        report, _ = measure_dataset(args.model, dataset)
+        return float(report.similarity)
     except Exception as exc:  # the recommendation still works from a neutral guess
         log.warning("could not measure similarity (%s); assuming 0.5", exc)
         return 0.5

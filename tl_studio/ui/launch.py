@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -12,10 +13,17 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    p.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    p.add_argument("--share", action="store_true", help="also serve on a public gradio.live link (shared mode)")
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require this login")
     p.add_argument("--runs-dir", default=os.environ.get("TL_STUDIO_RUNS_DIR", "runs"))
-    p.add_argument("--multi-user", action="store_true", help="separate workspaces per browser")
+    p.add_argument("--multi-user", action="store_true", help="a private workspace per browser (shared mode)")
+    p.add_argument("--grace-minutes", type=float, default=30.0,
+                   help="shared mode: delete a workspace no tab has touched for this long")
+    p.add_argument("--max-upload-mb", type=int, default=200)
+
+
+def is_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,10 +38,45 @@ def main(argv: list[str] | None = None) -> None:
     run(args)
 
 
-def run(args: argparse.Namespace) -> None:
-    import gradio as gr
+def run(args: argparse.Namespace, *, block: bool = True):
+    """Build and launch the app; returns the Blocks (when ``block`` is False)."""
+    from ..cli import CLIError
+    from ..workspace import WorkspaceManager
+    from .app import build_app
+    from .context import ASSETS
+    from .data_tab import BURST_JS
 
-    with gr.Blocks(title="TL Studio", analytics_enabled=False) as demo:
-        gr.Markdown("# TL Studio\nTransfer learning on images.")
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    shared = bool(args.share or args.multi_user or is_space())
+    auth = None
+    if args.auth:
+        if ":" not in args.auth:
+            raise CLIError("--auth: expected USER:PASSWORD")
+        auth = tuple(args.auth.split(":", 1))
+    runs_dir = Path(args.runs_dir).resolve()
+    manager = WorkspaceManager(runs_dir, shared=shared, grace_seconds=args.grace_minutes * 60)
+    manager.start_reaper()
+    demo = build_app(manager, max_upload_mb=args.max_upload_mb)
+    log.info("runs folder %s (%s mode)", runs_dir, "shared" if shared else "local")
+    demo.queue(default_concurrency_limit=4)
+    try:
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            auth=auth,
+            max_file_size=f"{args.max_upload_mb}mb",
+            # Served files: run outputs and dataset samples (workspace paths hold unguessable ids).
+            allowed_paths=[str(runs_dir), str(ASSETS)],
+            js=BURST_JS,
+            prevent_thread_lock=not block,
+            footer_links=["gradio", "settings"],
+        )
+    except Exception as exc:
+        if args.share and "share" in str(exc).lower():
+            log.warning("could not create a share link (%s); serving locally only", exc)
+            demo.launch(server_name=args.host, server_port=args.port, auth=auth, prevent_thread_lock=not block,
+                        allowed_paths=[str(runs_dir), str(ASSETS)], js=BURST_JS, max_file_size=f"{args.max_upload_mb}mb")
+        else:
+            raise
+    return demo

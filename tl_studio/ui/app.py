@@ -1,0 +1,137 @@
+"""The Gradio Blocks app, laid out in the order a person works.
+
+This module only lays out components and wires events to engine calls
+(each tab's module holds its handlers). The workspace id lives in the
+browser (``gr.BrowserState``), so a reload finds the same data, plan, runs
+and running job again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from ..workspace import WorkspaceManager
+from . import data_tab, model_tab, predict_tab, strategy_tab, train_tab
+from .context import AppContext
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30
+
+INTRO = """# TL Studio
+Take a pretrained network, decide which layers to **freeze**, **train** or **remove**, get a strategy for your
+data, fine-tune while the curves update, and try the result on your own photos. Early layers learn generic
+features (edges, colours, textures); later ones learn task-specific ones — so the more your images resemble the
+pretraining images, the more of the network you can reuse as it is."""
+
+
+def build_app(manager: WorkspaceManager, *, max_upload_mb: int = 200) -> gr.Blocks:
+    ctx = AppContext(manager=manager, shared=manager.shared, max_upload_mb=max_upload_mb)
+    with gr.Blocks(title="TL Studio", analytics_enabled=False) as demo:
+        ws_state = gr.BrowserState(None, storage_key="tl-studio-workspace")
+        gr.Markdown(INTRO)
+        mode = "shared: this browser has its own private workspace" if manager.shared else "local, single user"
+        gr.Markdown(f"<small>Mode: {mode}.</small>")
+        with gr.Tabs() as tabs:
+            with gr.Tab("1 · Data", id="data"):
+                data = data_tab.build(ctx, ws_state)
+            with gr.Tab("2 · Model & layers", id="model"):
+                model = model_tab.build(ctx, ws_state)
+            with gr.Tab("3 · Strategy", id="strategy"):
+                strategy = strategy_tab.build(ctx, ws_state, model.model)
+            with gr.Tab("4 · Train", id="train"):
+                training = train_tab.build(ctx, ws_state, model.model)
+            with gr.Tab("5 · Evaluate", id="evaluate") as eval_tab:
+                evaluation = _build_evaluate(ctx, ws_state)
+            with gr.Tab("6 · Predict", id="predict") as pred_tab:
+                predict = predict_tab.build_predict(ctx, ws_state)
+            with gr.Tab("7 · Export", id="export") as export_tab:
+                export = predict_tab.build_export(ctx, ws_state)
+        heartbeat = gr.Timer(HEARTBEAT_SECONDS)
+        _wire(ctx, demo, ws_state, data, model, strategy, training, evaluation, predict, export,
+              eval_tab, pred_tab, export_tab, heartbeat)
+        del tabs
+    return demo
+
+
+def _build_evaluate(ctx, ws_state):
+    try:
+        from . import evaluate_tab
+    except ImportError:  # pragma: no cover - the tab ships with the package
+        gr.Markdown("Evaluation is not available in this installation.")
+        return None
+    return evaluate_tab.build(ctx, ws_state)
+
+
+def _wire(ctx, demo, ws_state, data, model, strategy, training, evaluation, predict, export,
+          eval_tab, pred_tab, export_tab, heartbeat):
+    # A new dataset changes the class count (the head) and the images per class.
+    def after_data(ws_id, model_name, sim):
+        ws = ctx.ws(ws_id)
+        ipc = strategy.ws_ipc(ws)
+        rec_md, fig = strategy.update(ws_id, model_name, ipc, sim)
+        return (*model.refresh(ws_id), ipc, rec_md, fig)
+
+    after_outputs = model.outputs + [strategy.ipc, strategy.rec, strategy.cases]
+    for event in (data.demo_event, data.zip_event, data.use_event):
+        event.success(after_data, [ws_state, model.model, strategy.sim], after_outputs, api_visibility="private")
+
+    # Apply fills the checklist, cut, taps and head, and the training settings.
+    def apply(ws_id, model_name, ipc, sim):
+        rec = strategy.apply(ws_id, model_name, ipc, sim)
+        outs = model.refresh(ws_id)
+        gr.Info(f"Applied the {rec.case.replace('_', ' & ')} plan; every setting stays editable.")
+        return (*outs, rec.epochs, rec.lr, rec.batch_size, rec.augment)
+
+    strategy.apply_btn.click(
+        apply, [ws_state, model.model, strategy.ipc, strategy.sim],
+        model.outputs + [training.epochs, training.lr, training.batch_size, training.augment],
+        api_name="apply_recommendation",
+    )
+
+    # Opening the page (or reloading it) attaches to the workspace and restores it.
+    def on_load(ws_id, request: gr.Request):
+        ws = ctx.manager.attach(ws_id)
+        plan = model_tab.current_plan(ws)
+        settings = {**train_tab.DEFAULTS, **ws.state.get("settings", {})}
+        job = train_tab.current_job(ws)
+        loss, acc = train_tab.curves(job)
+        ipc = strategy.ws_ipc(ws)
+        rec_md, fig = strategy.update(ws.id, plan.model, ipc, 0.5)
+        runs = predict_tab.run_dropdown(ws)
+        log.debug("session %s attached to workspace %s…", getattr(request, "session_hash", "?"), ws.id[:6])
+        return (
+            ws.id,
+            gr.Dropdown(value=plan.model),
+            *model_tab.plan_outputs(plan, "params"),
+            *data_tab.dataset_views(ws),
+            ipc, rec_md, fig,
+            settings["epochs"], settings["lr"], settings["batch_size"], settings["augment"],
+            train_tab.status_line(job), loss, acc,
+            gr.Timer(active=job is not None and not job.done),
+            runs, runs,
+        )
+
+    demo.load(
+        on_load,
+        [ws_state],
+        [ws_state, model.model, *model.outputs, *data.views, strategy.ipc, strategy.rec, strategy.cases,
+         training.epochs, training.lr, training.batch_size, training.augment,
+         training.status, training.loss_plot, training.acc_plot, training.timer, predict.run, export.run],
+        api_visibility="private",
+    )
+
+    # Run pickers list the workspace's runs afresh whenever their tab opens.
+    for tab, dd in ((pred_tab, predict.run), (export_tab, export.run)):
+        tab.select(lambda ws_id, cur: predict_tab.run_dropdown(ctx.ws(ws_id), cur), [ws_state, dd], dd,
+                   api_visibility="private")
+    if evaluation is not None:
+        eval_tab.select(evaluation.on_select, [ws_state, *evaluation.select_inputs], evaluation.select_outputs,
+                        api_visibility="private")
+
+    # Tabs that are open keep their workspace alive; unload (which fires on reload too) deletes nothing.
+    heartbeat.tick(ctx.manager.touch, [ws_state], None,
+                   api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    demo.unload(lambda: log.debug("a tab closed or reloaded; its workspace stays for the grace period"))

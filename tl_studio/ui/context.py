@@ -1,0 +1,41 @@
+"""What every tab's handlers share: the workspace manager and the app settings.
+
+Only names and plain data cross into Gradio components; datasets, models,
+tensors and threads stay here on the server, found by workspace id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from ..workspace import Workspace, WorkspaceManager
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+DEMO_DATA = ASSETS / "demo"
+
+
+@dataclass
+class AppContext:
+    manager: WorkspaceManager
+    shared: bool
+    max_upload_mb: int = 200
+    # per-workspace UI state that must survive a page reload
+    extras: dict = field(default_factory=dict)
+
+    def ws(self, ws_id: str | None) -> Workspace:
+        """The caller's workspace; a clear error if it expired (shared mode)."""
+        try:
+            return self.manager.get(ws_id)
+        except KeyError as exc:
+            raise gr.Error(str(exc.args[0])) from None
+
+
+def fail(message: str) -> gr.Error:
+    """A user-facing error (shown in the page, returned to API clients)."""
+    return gr.Error(message, duration=None)

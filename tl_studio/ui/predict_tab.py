@@ -1,0 +1,157 @@
+"""Tabs 6 and 7, Predict and Export: try a run on new images; download its files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from ..data import ImageRejected
+from ..export import ExportError, export_run
+from ..predict import base_predictor, run_predictor
+from ..train.rundir import RunError
+from .context import AppContext, fail
+
+log = logging.getLogger(__name__)
+
+
+def run_choices(ws) -> list[str]:
+    return [p.name for p in ws.run_dirs()]
+
+
+def run_dropdown(ws, keep: str | None = None) -> gr.Dropdown:
+    runs = run_choices(ws)
+    return gr.Dropdown(choices=runs, value=keep if keep in runs else (runs[0] if runs else None))
+
+
+def _run(ctx, ws_id, name):
+    ws = ctx.ws(ws_id)
+    if not name:
+        raise fail("Run: train a model first (tab 4), or choose a run")
+    try:
+        return ws, ws.run_path(name)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row():
+        c.run = gr.Dropdown(label="Run", choices=[], scale=3, elem_id="tl-predict-run")
+        c.refresh = gr.Button("Refresh runs", scale=1, size="sm")
+        c.top_k = gr.Slider(label="Top-k", minimum=1, maximum=10, step=1, value=3, scale=2)
+    with gr.Row():
+        with gr.Column():
+            c.image = gr.Image(label="An image (upload, webcam or paste)", type="filepath",
+                               sources=["upload", "webcam", "clipboard"], height=300, elem_id="tl-predict-image")
+            c.files = gr.File(label="…or several images", file_count="multiple", type="filepath")
+            c.go = gr.Button("Predict", variant="primary", elem_id="tl-predict-go")
+        with gr.Column():
+            c.finetuned = gr.Label(label="Fine-tuned model", elem_id="tl-predict-label")
+            c.base = gr.Label(label="Base model's own ImageNet prediction")
+        with gr.Column():
+            c.cam = gr.Image(label="Grad-CAM: where the fine-tuned model looked", type="pil", height=300)
+    c.table = gr.Dataframe(label="All images", interactive=False, wrap=True)
+
+    def predict(ws_id, name, image, files, top_k):
+        ws, path = _run(ctx, ws_id, name)
+        images = ([image] if image else []) + list(files or [])
+        if not images:
+            raise fail("Image: upload an image (or take one with the webcam) first")
+        try:
+            pred = run_predictor(path)
+        except RunError as exc:
+            raise fail(str(exc)) from None
+        k = int(top_k)
+        rows, first_ft, first_base, cam = [], None, None, None
+        for i, img in enumerate(images):
+            label = Path(img).name
+            try:
+                top = pred.predict([img], k)[0]
+            except (ImageRejected, OSError, ValueError) as exc:
+                rows.append({"image": label, "prediction": f"skipped: {exc}", "probability": None})
+                continue
+            rows.append({"image": label, "prediction": top[0]["label"], "probability": round(top[0]["probability"], 4)})
+            if first_ft is None:
+                first_ft = {p["label"]: p["probability"] for p in top}
+                try:
+                    base = base_predictor(pred.model_name).predict([img], k)[0]
+                    first_base = {p["label"]: p["probability"] for p in base}
+                except Exception as exc:  # e.g. base weights not available offline
+                    log.warning("base model prediction unavailable: %s", exc)
+                    first_base = {f"unavailable: {exc}": 0.0}
+                cam = _gradcam(path, img)
+        if first_ft is None:
+            raise fail("Image: none of the given files could be read as an image (" + rows[0]["prediction"] + ")")
+        return first_ft, first_base, cam, pd.DataFrame(rows)
+
+    c.predict = predict
+    c.go.click(predict, [ws_state, c.run, c.image, c.files, c.top_k], [c.finetuned, c.base, c.cam, c.table],
+               api_name="predict")
+    c.refresh.click(lambda ws_id, cur: run_dropdown(ctx.ws(ws_id), cur), [ws_state, c.run], c.run,
+                    api_visibility="private")
+    return c
+
+
+def _gradcam(run_path: Path, image):
+    try:
+        from ..evaluate import GradCAMUnavailable, gradcam
+    except ImportError:  # the evaluation package is optional for prediction
+        return None
+    try:
+        return gradcam(run_path, image).overlay
+    except GradCAMUnavailable as exc:
+        gr.Info(str(exc))
+        return None
+
+
+def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
+    c = SimpleNamespace()
+    gr.Markdown(
+        "Files are written into the run's own folder and offered for download. ONNX and pt2 take RGB "
+        "images in [0, 1] of shape (N, 3, S, S) and normalise inside; the class names travel with each file."
+    )
+    with gr.Row():
+        c.run = gr.Dropdown(label="Run", choices=[], scale=3, elem_id="tl-export-run")
+        c.refresh = gr.Button("Refresh runs", scale=1, size="sm")
+    with gr.Row():
+        c.safetensors = gr.Button("safetensors")
+        c.onnx = gr.Button("ONNX", elem_id="tl-export-onnx")
+        c.pt2 = gr.Button("pt2 (torch.export)", elem_id="tl-export-pt2")
+        c.metrics = gr.Button("Metrics CSV")
+        c.card = gr.Button("Model card")
+    c.files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="tl-export-files")
+
+    def export(fmt):
+        def run(ws_id, name, progress=gr.Progress()):
+            ws, path = _run(ctx, ws_id, name)
+            progress(0.2, desc=f"exporting {fmt}")
+            try:
+                if fmt in ("safetensors", "onnx", "pt2"):
+                    out = export_run(path, fmt)
+                    return [str(out), str(out.with_suffix(out.suffix + ".json"))]
+                files = _evaluation_files(path)
+                wanted = [p for k, p in files.items() if (fmt == "card") == (k == "model_card")]
+                return [str(p) for p in wanted]
+            except (RunError, ExportError) as exc:
+                raise fail(str(exc)) from None
+
+        return run
+
+    for btn, fmt in ((c.safetensors, "safetensors"), (c.onnx, "onnx"), (c.pt2, "pt2"), (c.metrics, "metrics"),
+                     (c.card, "card")):
+        btn.click(export(fmt), [ws_state, c.run], c.files, api_name=f"export_{fmt}")
+    c.refresh.click(lambda ws_id, cur: run_dropdown(ctx.ws(ws_id), cur), [ws_state, c.run], c.run,
+                    api_visibility="private")
+    return c
+
+
+def _evaluation_files(run_path: Path) -> dict[str, Path]:
+    """Metrics CSVs and the model card, from an evaluation of the run's validation set."""
+    from ..evaluate import evaluate_run, export_evaluation
+
+    files = export_evaluation(evaluate_run(run_path))
+    return {k: Path(v) for k, v in files.items() if str(v).endswith((".csv", ".md"))}

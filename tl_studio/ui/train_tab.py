@@ -1,0 +1,205 @@
+"""Tab 4, Train: hyper-parameters, Start/Stop, a status line and live curves.
+
+Training runs in the engine's background job; the page polls it with a
+``gr.Timer`` that reads the job's metrics snapshot (names cross, not
+objects) and switches itself off when the job ends. A reload finds the job
+again through the workspace, so the curves re-attach.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+import torch
+
+from .. import train
+from ..plan import PlanError
+from ..surgery import validate
+from .context import AppContext, fail
+from .model_tab import current_plan
+from .stores import decoded
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+DEFAULTS = {"epochs": 5, "lr": 1e-3, "batch_size": 32, "augment": "none"}
+
+
+def device_choices() -> list[str]:
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def status_line(job: train.Job | None) -> str:
+    if job is None:
+        return "No training yet."
+    s = job.snapshot()
+    p = s["progress"]
+    run = f" · run `{job.run_dir.name}`" if job.run_dir else ""
+    if s["status"] == train.QUEUED:
+        return f"**Queued** · position {s['queue_position']} in the {s['device']} queue (one job per device){run}"
+    if s["status"] in (train.RUNNING, train.STOPPING):
+        if not p:
+            return f"**Starting** (decoding images, building the model){run}"
+        word = "Stopping" if s["status"] == train.STOPPING else "Running"
+        return (
+            f"**{word}** · epoch {p['epoch']}/{p['epochs']} · step {p['step']}/{p['steps_per_epoch']} · "
+            f"{p['images_per_second']:.0f} img/s · ETA {_fmt_eta(p['eta_seconds'])}{run}"
+        )
+    if s["status"] == train.FAILED:
+        return f"**Failed:** {s['error']}{run}"
+    r = job.result
+    best = "not validated" if not r.validated else f"best val accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})"
+    word = "Finished" if s["status"] == train.FINISHED else "Stopped"
+    return f"**{word}** · {r.epochs_run} epoch(s) in {r.train_seconds:.1f}s · {best} · {r.images_per_second:.0f} img/s{run}"
+
+
+def curves(job: train.Job | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Long-format frames for the loss and accuracy plots (x in epochs).
+
+    None, never an empty frame, while there is nothing to draw: a Gradio plot
+    that first receives an empty frame draws no lines afterwards (seen in 6.31).
+    """
+    if job is None:
+        return None, None
+    snap = job.metrics.snapshot()
+    steps, epochs = snap["steps"], snap["epochs"]
+    spe = job.metrics.progress().get("steps_per_epoch") or 1
+    loss = [pd.DataFrame({"epoch": steps["step"] / spe, "value": steps["loss"], "series": "train loss (per step)"})]
+    acc = []
+    if len(epochs):
+        loss.append(pd.DataFrame({"epoch": epochs["epoch"], "value": epochs["val_loss"], "series": "validation loss"}))
+        acc.append(pd.DataFrame({"epoch": epochs["epoch"], "value": epochs["train_accuracy"], "series": "train"}))
+        acc.append(pd.DataFrame({"epoch": epochs["epoch"], "value": epochs["val_accuracy"], "series": "validation"}))
+    loss_df = pd.concat(loss, ignore_index=True) if len(steps) else None
+    acc_df = pd.concat(acc, ignore_index=True) if acc else None
+    return loss_df, acc_df
+
+
+def current_job(ws) -> train.Job | None:
+    if not ws.current_job:
+        return None
+    try:
+        return train.REGISTRY.get(ws.current_job)
+    except train.JobNotFound:
+        return None
+
+
+def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row():
+        c.epochs = gr.Number(label="Epochs", value=DEFAULTS["epochs"], precision=0, minimum=1, maximum=1000)
+        c.batch_size = gr.Number(label="Batch size", value=DEFAULTS["batch_size"], precision=0, minimum=1, maximum=4096)
+        c.lr = gr.Number(label="Learning rate", value=DEFAULTS["lr"], minimum=1e-7, maximum=10)
+        c.optimizer = gr.Radio(label="Optimizer", choices=["adamw", "sgd"], value="adamw")
+        c.schedule = gr.Radio(label="Schedule", choices=["cosine", "onecycle", "constant"], value="cosine")
+    with gr.Row():
+        c.augment = gr.Radio(label="Augmentation", choices=["none", "light", "strong"], value=DEFAULTS["augment"])
+        c.label_smoothing = gr.Slider(label="Label smoothing", minimum=0, maximum=0.5, step=0.05, value=0.1)
+        c.weight_decay = gr.Number(label="Weight decay", value=0.01, minimum=0, maximum=1)
+        c.early = gr.Number(label="Early stopping patience (0 = off)", value=0, precision=0, minimum=0)
+        c.seed = gr.Number(label="Seed", value=0, precision=0)
+        c.device = gr.Dropdown(label="Device", choices=device_choices(), value="auto")
+    with gr.Row():
+        c.start_btn = gr.Button("Start training", variant="primary", elem_id="tl-start")
+        c.stop_btn = gr.Button("Stop", variant="stop", elem_id="tl-stop")
+    c.status = gr.Markdown("No training yet.", elem_id="tl-status")
+    c.job_id = gr.Textbox(label="Job id (for API clients)", interactive=False, visible="hidden")
+    with gr.Row():
+        c.loss_plot = gr.LinePlot(
+            x="epoch", y="value", color="series", title="Loss", height=300, elem_id="tl-loss",
+            x_title="epoch", y_title="loss",
+        )
+        c.acc_plot = gr.LinePlot(
+            x="epoch", y="value", color="series", title="Accuracy", height=300, elem_id="tl-acc",
+            x_title="epoch", y_title="accuracy", y_lim=[0, 1],
+        )
+    c.timer = gr.Timer(POLL_SECONDS, active=False)
+    c.settings = [c.epochs, c.batch_size, c.lr, c.optimizer, c.schedule, c.augment, c.label_smoothing,
+                  c.weight_decay, c.early, c.seed, c.device]
+
+    def start(ws_id, model, epochs, batch_size, lr, optimizer, schedule, augment, smoothing, wd, early, seed, device):
+        ws = ctx.ws(ws_id)
+        with ws.lock:
+            job = current_job(ws)
+            if job is not None and not job.done:
+                raise fail(f"A job is already {job.status} in this workspace; stop it before starting another")
+            if ws.dataset is None:
+                raise fail("Data: load a dataset first (tab 1)")
+            plan = current_plan(ws, model)
+            try:
+                validate(plan)
+                config = train.TrainConfig(
+                    epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), optimizer=optimizer,
+                    schedule=schedule, augment=augment, label_smoothing=float(smoothing), weight_decay=float(wd),
+                    early_stopping=int(early or 0), seed=int(seed or 0), device=device,
+                )
+                train.devices.resolve(config.device)
+            except (PlanError, train.ConfigError, ValueError, TypeError) as exc:
+                raise fail(str(exc)) from None
+            run_dir = ws.new_run_path(model)
+            job = train.start_job(plan, config, lambda: decoded(ws, model), run_dir=run_dir, label=run_dir.name)
+            ws.job_ids.append(job.id)
+        loss, acc = curves(job)
+        return status_line(job), job.id, loss, acc, gr.Timer(active=True)
+
+    def tick(ws_id):
+        ws = ctx.ws(ws_id)
+        job = current_job(ws)
+        loss, acc = curves(job)
+        active = job is not None and not job.done
+        return status_line(job), loss, acc, gr.Timer(active=active)
+
+    def stop(ws_id):
+        ws = ctx.ws(ws_id)
+        job = current_job(ws)
+        if job is None or job.done:
+            raise fail("There is no running job in this workspace to stop")
+        job.stop()
+        return status_line(job)
+
+    c.tick = tick
+    c.start_event = c.start_btn.click(
+        start, [ws_state, model_dd, *c.settings], [c.status, c.job_id, c.loss_plot, c.acc_plot, c.timer],
+        api_name="start_training",
+    )
+    c.timer.tick(tick, [ws_state], [c.status, c.loss_plot, c.acc_plot, c.timer], api_visibility="private",
+                 concurrency_limit=None, show_progress="hidden")
+    c.stop_btn.click(stop, [ws_state], [c.status], api_name="stop_training")
+
+    # API clients hold the job id from start_training and pass it in.
+    def poll_job(job_id: str) -> dict:
+        """Status, progress and epoch metrics of a job whose id you hold."""
+        try:
+            job = train.REGISTRY.get(job_id)
+        except train.JobNotFound as exc:
+            raise fail(str(exc.args[0])) from None
+        snap = job.snapshot()
+        snap["epochs"] = job.metrics.snapshot()["epochs"].to_dict(orient="records")
+        snap["summary"] = job.result.summary if job.result is not None else None
+        return snap
+
+    def stop_job(job_id: str) -> dict:
+        """Ask a job whose id you hold to stop (within one batch)."""
+        try:
+            job = train.REGISTRY.get(job_id)
+        except train.JobNotFound as exc:
+            raise fail(str(exc.args[0])) from None
+        job.stop()
+        return job.snapshot()
+
+    gr.api(poll_job, api_name="poll_job", concurrency_limit=None)
+    gr.api(stop_job, api_name="stop_job", concurrency_limit=None)
+    return c
