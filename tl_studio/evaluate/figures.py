@@ -27,8 +27,13 @@ def _message_figure(text: str, size=(6, 3)) -> Figure:
 
 def _epoch_axis(ax, last: int) -> None:
     """Whole epochs on the x axis, with room around a single epoch's points."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlim(0.5, last + 0.5)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    if last <= 12:
+        ax.set_xticks(range(1, last + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def confusion_figure(cm: pd.DataFrame, *, normalized: bool) -> Figure:

@@ -137,7 +137,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.6, cmap: s
     from matplotlib import colormaps
 
     colour = colormaps[cmap](heatmap)[..., :3]
-    a = (alpha * np.sqrt(np.clip(heatmap, 0, 1)))[..., None]
+    a = (alpha * np.clip(heatmap, 0, 1))[..., None]
     base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
     return Image.fromarray(((1 - a) * base + a * colour).clip(0, 1).__mul__(255).astype(np.uint8), "RGB")
 
