@@ -167,9 +167,10 @@ class TransferModel(nn.Module):
         return self
 
     # ---- forward ----------------------------------------------------------------
-    def _run(self, x, start: int, stop: int, feats: list):
+    def _run(self, x, start: int, stop: int, feats: list, stages=None):
+        stages = self.body if stages is None else stages
         for i in range(start, stop):
-            x = self.body[i](x)
+            x = stages[i](x)
             if i in self._tap_set:
                 feats.append(self.pool(x))
         return x
@@ -177,17 +178,19 @@ class TransferModel(nn.Module):
     def _head_input(self, x, feats):
         return torch.cat(feats, dim=1) if self.taps else self.pool(x)
 
-    def prefix(self, x, k: int | None = None):
+    def prefix(self, x, k: int | None = None, stages=None):
         """Run the first k stages (default: the frozen prefix) without autograd.
 
         Returns what :meth:`suffix` needs: the activation at the boundary and the
         pooled taps so far. When the whole body is frozen, the activation is the
         head's input itself (pooled), which is what the feature cache stores.
+        ``stages`` may stand in for the first k body stages (an optimised
+        inference copy of them, train/extract.py).
         """
         k = self._prefix if k is None else k
         feats: list = []
         with torch.no_grad():
-            x = self._run(x, 0, k, feats)
+            x = self._run(x, 0, k, feats, stages)
             if k == len(self.body):
                 return self._head_input(x, feats), []
         return x, feats

@@ -75,6 +75,7 @@ class FeatureCache:
         k: int,
         batches,
         *,
+        run_prefix=None,
         n_images: int,
         dtype: torch.dtype,
         budget_bytes: int,
@@ -82,8 +83,11 @@ class FeatureCache:
     ) -> "FeatureCache | None":
         """Run the prefix over ``batches`` (an iterable of (input tensor, dataset indices)).
 
+        ``run_prefix(x) -> (h, feats)`` computes the prefix (default
+        ``model.prefix(x, k)``; the trainer passes its folded fast copy).
         Returns None (and says why) when the cache would not fit its budget.
         """
+        run_prefix = run_prefix or (lambda x: model.prefix(x, k))
         need = bytes_per_image(model, k, dtype) * n_images
         if need > budget_bytes:
             log.warning(
@@ -95,7 +99,7 @@ class FeatureCache:
         hs, fs, positions = [], [], {}
         row = 0
         for x, idx in batches:
-            h, feats = model.prefix(x, k)
+            h, feats = run_prefix(x)
             hs.append(h.to(device=device, dtype=dtype))
             fs.append([f.to(device=device, dtype=dtype) for f in feats])
             for i in idx.tolist():

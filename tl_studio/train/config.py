@@ -44,7 +44,8 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool | None = None  # None: on for CUDA
     amp: bool = True  # bf16 autocast on CUDA where supported, else fp16 + grad scaler
-    compile: bool = False  # torch.compile the trainable part (CUDA; compile time is reported)
+    # run frozen layers as a BatchNorm-folded, channels_last inference copy (train/extract.py)
+    fold_frozen: bool = True
     # how often losses are copied off the device (never once per step)
     sync_every: int = 10
     # run directory checkpointing

@@ -31,6 +31,7 @@ from ..registry import get_spec
 from ..surgery import TransferModel, build_model
 from . import devices, rundir
 from .cache import FeatureCache
+from .extract import FrozenPrefix
 from .config import TrainConfig
 from .metrics import MetricsLog
 from .schedule import lr_factor
@@ -149,6 +150,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.optimizer = None
         self.phase = None
+        self._fast = None
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -198,6 +200,7 @@ class Trainer:
         log.info("phase %s: %s", phase, model.parameter_counts())
         self.phase = phase
         self.cache = None  # the frozen prefix changed
+        self._fast = None
 
     # ---- data -------------------------------------------------------------------------
     def _inputs(self, idx: torch.Tensor, train: bool, raw: torch.Tensor | None = None) -> torch.Tensor:
@@ -260,17 +263,35 @@ class Trainer:
             model,
             k,
             batches(),
+            run_prefix=self._fast_prefix(),
             n_images=len(all_idx),
             dtype=dtype,
             budget_bytes=cfg.cache_budget_mb * 2**20,
             device=self.device,
         )
 
+    def _fast_prefix(self) -> FrozenPrefix | None:
+        """The folded inference copy of the current frozen prefix (None if nothing is frozen)."""
+        k = self.model.frozen_prefix()
+        if k == 0 or not self.cfg.fold_frozen:
+            return None
+        if self._fast is None or self._fast.k != k:
+            self._fast = FrozenPrefix(
+                self.model, k, self.device, channels_last=self.channels_last or self.device.type == "cpu"
+            )
+        return self._fast
+
     def _forward(self, idx: torch.Tensor, train: bool, raw: torch.Tensor | None = None) -> torch.Tensor:
         if self.cache is not None:
             h, feats = self.cache.get(idx)
             return self.model.suffix(h, feats, self.cache.k)
-        return self.model(self._inputs(idx, train, raw))
+        x = self._inputs(idx, train, raw)
+        fast = self._fast_prefix()
+        if fast is None:
+            return self.model(x)
+        # Frozen layers are constants: run their folded copy, then the rest.
+        h, feats = fast(x)
+        return self.model.suffix(h, feats, fast.k)
 
     def _check_stop(self):
         if self.stop_event is not None and self.stop_event.is_set():
