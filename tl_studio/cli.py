@@ -55,6 +55,13 @@ def cmd_layers(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from .ui.launch import run
+
+    run(args)
+    return 0
+
+
 # Other areas add their sub-commands here: each entry is "module:function",
 # the function taking argparse's sub-parsers object.
 COMMAND_PROVIDERS: list[str] = [
@@ -81,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_layers)
 
     import importlib
+
+    s = sub.add_parser("ui", help="start the browser app (same as python launch.py)")
+    from .ui.launch import add_arguments  # argparse only: gradio loads when the app starts
+
+    add_arguments(s)
+    s.set_defaults(func=cmd_ui)
 
     for provider in COMMAND_PROVIDERS:
         module, func = provider.split(":")

@@ -120,6 +120,8 @@ class WorkspaceManager:
         with self._lock:
             if not self.shared:
                 pass
+            elif not ws_id:
+                raise KeyError("this page has not attached to a workspace yet; wait a moment or reload the page")
             elif not (isinstance(ws_id, str) and ws_id in self._spaces):
                 raise KeyError("this workspace has expired or does not exist; reload the page")
         return self.attach(ws_id)

@@ -32,8 +32,7 @@ def build_app(manager: WorkspaceManager, *, max_upload_mb: int = 200) -> gr.Bloc
     with gr.Blocks(title="TL Studio", analytics_enabled=False) as demo:
         ws_state = gr.BrowserState(None, storage_key="tl-studio-workspace")
         gr.Markdown(INTRO)
-        mode = "shared: this browser has its own private workspace" if manager.shared else "local, single user"
-        gr.Markdown(f"<small>Mode: {mode}.</small>")
+        mode_line = gr.Markdown(_mode_text(manager.shared, ready=False), elem_id="tl-mode")
         with gr.Tabs() as tabs:
             with gr.Tab("1 · Data", id="data"):
                 data = data_tab.build(ctx, ws_state)
@@ -50,7 +49,7 @@ def build_app(manager: WorkspaceManager, *, max_upload_mb: int = 200) -> gr.Bloc
             with gr.Tab("7 · Export", id="export") as export_tab:
                 export = predict_tab.build_export(ctx, ws_state)
         heartbeat = gr.Timer(HEARTBEAT_SECONDS)
-        _wire(ctx, demo, ws_state, data, model, strategy, training, evaluation, predict, export,
+        _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evaluation, predict, export,
               eval_tab, pred_tab, export_tab, heartbeat)
         del tabs
     return demo
@@ -65,7 +64,12 @@ def _build_evaluate(ctx, ws_state):
     return evaluate_tab.build(ctx, ws_state)
 
 
-def _wire(ctx, demo, ws_state, data, model, strategy, training, evaluation, predict, export,
+def _mode_text(shared: bool, ready: bool) -> str:
+    mode = "shared: this browser has its own private workspace" if shared else "local, single user"
+    return f"<small>Mode: {mode}. {'Workspace ready.' if ready else 'Loading the workspace…'}</small>"
+
+
+def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evaluation, predict, export,
           eval_tab, pred_tab, export_tab, heartbeat):
     # A new dataset changes the class count (the head) and the images per class.
     def after_data(ws_id, model_name, sim):
@@ -104,6 +108,7 @@ def _wire(ctx, demo, ws_state, data, model, strategy, training, evaluation, pred
         log.debug("session %s attached to workspace %s…", getattr(request, "session_hash", "?"), ws.id[:6])
         return (
             ws.id,
+            _mode_text(ctx.shared, ready=True),
             gr.Dropdown(value=plan.model),
             *model_tab.plan_outputs(plan, "params"),
             *data_tab.dataset_views(ws),
@@ -117,7 +122,7 @@ def _wire(ctx, demo, ws_state, data, model, strategy, training, evaluation, pred
     demo.load(
         on_load,
         [ws_state],
-        [ws_state, model.model, *model.outputs, *data.views, strategy.ipc, strategy.rec, strategy.cases,
+        [ws_state, mode_line, model.model, *model.outputs, *data.views, strategy.ipc, strategy.rec, strategy.cases,
          training.epochs, training.lr, training.batch_size, training.augment,
          training.status, training.loss_plot, training.acc_plot, training.timer, predict.run, export.run],
         api_visibility="private",
@@ -130,6 +135,13 @@ def _wire(ctx, demo, ws_state, data, model, strategy, training, evaluation, pred
     if evaluation is not None:
         eval_tab.select(evaluation.on_select, [ws_state, *evaluation.select_inputs], evaluation.select_outputs,
                         api_visibility="private")
+
+    # API clients: a workspace of their own (shared mode), to pass to the other endpoints.
+    def new_workspace() -> str:
+        """A new private workspace id (in local mode, the one shared workspace)."""
+        return ctx.manager.attach(None).id
+
+    gr.api(new_workspace, api_name="new_workspace")
 
     # Tabs that are open keep their workspace alive; unload (which fires on reload too) deletes nothing.
     heartbeat.tick(ctx.manager.touch, [ws_state], None,

@@ -150,8 +150,12 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
 
 
 def _evaluation_files(run_path: Path) -> dict[str, Path]:
-    """Metrics CSVs and the model card, from an evaluation of the run's validation set."""
+    """Metrics CSVs (training curves and validation metrics) and the model card."""
     from ..evaluate import evaluate_run, export_evaluation
+    from ..train.rundir import METRICS
 
     files = export_evaluation(evaluate_run(run_path))
-    return {k: Path(v) for k, v in files.items() if str(v).endswith((".csv", ".md"))}
+    wanted = ("per_class.csv", "confusion.csv", "predictions.csv", "reliability.csv", "model_card.md")
+    out = {name: Path(files[name]) for name in wanted if name in files}
+    out["metrics.csv"] = run_path / METRICS  # the training curves
+    return {("model_card" if k.endswith(".md") else k): v for k, v in out.items()}

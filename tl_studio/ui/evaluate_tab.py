@@ -1,0 +1,145 @@
+"""Tab 5, Evaluate: metrics, a confusion matrix you can drill into, mistakes, calibration, history."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..evaluate import EvaluationError, compare_runs_figure, confusion_cell, delete_run, evaluate_run, runs_table
+from ..train.rundir import RunError
+from .context import AppContext, fail
+from .predict_tab import run_choices, run_dropdown
+
+log = logging.getLogger(__name__)
+
+
+def _metrics_text(ev) -> str:
+    s = ev.summary()
+    topk = " · ".join(f"top-{k} {v:.1%}" for k, v in sorted(ev.top_k_accuracy.items()) if k > 1)
+    lo, hi = s["accuracy_95ci"]
+    return (
+        f"**Accuracy {ev.accuracy:.1%}** (95% interval {lo:.1%}–{hi:.1%}) on {s['images']} images"
+        f"{' · ' + topk if topk else ''} · macro F1 {ev.macro_f1:.3f} · expected calibration error {ev.ece:.3f}"
+        + (f" · {s['skipped']} file(s) skipped" if s["skipped"] else "")
+    )
+
+
+def build(ctx: AppContext, ws_state) -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row():
+        c.run = gr.Dropdown(label="Run", choices=[], scale=3, elem_id="tl-eval-run")
+        c.go = gr.Button("Evaluate on its validation set", variant="primary", scale=2)
+    c.metrics = gr.Markdown("")
+    with gr.Row():
+        with gr.Column():
+            c.normalized = gr.Checkbox(label="Normalise rows (recall per class)", value=False)
+            c.confusion = gr.Plot(label="Confusion matrix", format="png")
+            with gr.Row():
+                c.true_cls = gr.Dropdown(label="True class", choices=[])
+                c.pred_cls = gr.Dropdown(label="Predicted class", choices=[])
+                c.cell_btn = gr.Button("Show these images", size="sm")
+            c.cell = gr.Gallery(label="Images in that cell", columns=6, height="auto")
+        with gr.Column():
+            c.per_class = gr.Dataframe(label="Per class", interactive=False)
+            c.reliability = gr.Plot(label="Calibration (reliability diagram)", format="png")
+    c.mistakes = gr.Gallery(label="Most confident mistakes", columns=6, height="auto")
+    gr.Markdown("### Run history")
+    c.history = gr.Dataframe(interactive=False, wrap=True)
+    with gr.Row():
+        c.compare_runs = gr.Dropdown(label="Compare runs (curves overlaid)", choices=[], multiselect=True, scale=3)
+        c.compare_btn = gr.Button("Compare", scale=1)
+    c.compare_plot = gr.Plot(label="Runs compared", format="png")
+    with gr.Row():
+        c.delete_run = gr.Dropdown(label="Delete a run", choices=[], scale=3)
+        c.delete_btn = gr.Button("Delete", variant="stop", scale=1)
+
+    def evaluate(ws_id, name, normalized, progress=gr.Progress()):
+        ws = ctx.ws(ws_id)
+        if not name:
+            raise fail("Run: train a model first (tab 4), or choose a run")
+        try:
+            path = ws.run_path(name)
+            progress(0.2, desc="predicting the validation images")
+            ev = evaluate_run(path)
+        except (ValueError, RunError, EvaluationError) as exc:
+            raise fail(str(exc)) from None
+        ws.state["evaluation"] = ev
+        figs = ev.figures()
+        mistakes = [(str(r.path), f"{r.true} → {r.predicted} ({r.probability:.0%})") for r in ev.mistakes(12).itertuples()]
+        classes = list(ev.confusion.index)
+        return (
+            _metrics_text(ev),
+            figs["confusion_normalized" if normalized else "confusion"],
+            ev.per_class.round(3),
+            figs["reliability"],
+            mistakes,
+            gr.Dropdown(choices=classes, value=classes[0] if classes else None),
+            gr.Dropdown(choices=classes, value=classes[1] if len(classes) > 1 else None),
+        )
+
+    def toggle(ws_id, normalized):
+        ev = ctx.ws(ws_id).state.get("evaluation")
+        if ev is None:
+            return gr.skip()
+        return ev.figures()["confusion_normalized" if normalized else "confusion"]
+
+    def cell(ws_id, true_cls, pred_cls):
+        ev = ctx.ws(ws_id).state.get("evaluation")
+        if ev is None:
+            raise fail("Evaluate a run first")
+        try:
+            rows = confusion_cell(ev, true_cls, pred_cls)
+        except (KeyError, ValueError) as exc:
+            raise fail(str(exc)) from None
+        if rows.empty:
+            gr.Info(f"No image of {true_cls} was predicted as {pred_cls}.")
+        return [(str(r.path), f"{r.probability:.0%}") for r in rows.itertuples()]
+
+    def history(ws_id):
+        ws = ctx.ws(ws_id)
+        table = runs_table(ws.runs_dir)
+        names = run_choices(ws)
+        shown = table.drop(columns=[c for c in ("path",) if c in table.columns])
+        shown = shown.rename(columns=lambda name: name.replace("_", " "))
+        return shown, gr.Dropdown(choices=names), gr.Dropdown(choices=names, value=None)
+
+    def compare(ws_id, names):
+        ws = ctx.ws(ws_id)
+        if not names:
+            raise fail("Compare: choose one or more runs")
+        try:
+            return compare_runs_figure([ws.run_path(n) for n in names])
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+
+    def delete(ws_id, name):
+        ws = ctx.ws(ws_id)
+        if not name:
+            raise fail("Delete: choose a run")
+        try:
+            delete_run(ws.run_path(name), runs_dir=ws.runs_dir)
+        except (ValueError, RunError) as exc:
+            raise fail(str(exc)) from None
+        gr.Info(f"Deleted run {name}")
+        return (*history(ws_id), run_dropdown(ws))
+
+    def on_select(ws_id, current):
+        ws = ctx.ws(ws_id)
+        return (run_dropdown(ws, current), *history(ws_id))
+
+    c.on_select = on_select
+    c.select_inputs = [c.run]
+    c.select_outputs = [c.run, c.history, c.compare_runs, c.delete_run]
+    c.go.click(
+        evaluate, [ws_state, c.run, c.normalized],
+        [c.metrics, c.confusion, c.per_class, c.reliability, c.mistakes, c.true_cls, c.pred_cls],
+        api_name="evaluate",
+    )
+    c.normalized.input(toggle, [ws_state, c.normalized], c.confusion, api_visibility="private")
+    c.cell_btn.click(cell, [ws_state, c.true_cls, c.pred_cls], c.cell, api_name="confusion_cell")
+    c.compare_btn.click(compare, [ws_state, c.compare_runs], c.compare_plot, api_visibility="private")
+    c.delete_btn.click(delete, [ws_state, c.delete_run],
+                       [c.history, c.compare_runs, c.delete_run, c.run], api_visibility="private")
+    return c
