@@ -74,10 +74,14 @@ def test_corners_match_the_source_text(model_name, n, sim, case):
         assert 0.3 <= rec.keep_fraction <= 0.5
         assert got["frozen"] == got["kept"]
         assert plan.head.fc_layers in (1, 2)
-        # "sometimes it pays" to then train the whole network: an optional second stage
-        assert plan.unfreeze_all_at is not None and 0 < plan.unfreeze_all_at < rec.epochs
-        assert plan.body_lr_ratio < 1.0
+        # "sometimes it pays" to then train the whole network: an optional second stage,
+        # offered in the rationale and added when asked for
+        assert plan.unfreeze_all_at is None and "optional second stage" in rec.rationale
         assert rec.use_cache
+        staged = recommend(model_name, n, sim, 7, device="cpu", second_stage=True)
+        assert staged.plan.unfreeze_all_at is not None and 0 < staged.plan.unfreeze_all_at < staged.epochs
+        assert staged.plan.body_lr_ratio < 1.0
+        assert staged.plan.cut_after == plan.cut_after and staged.epochs > rec.epochs
     assert rec.rationale and "Source text" in rec.rationale
     assert rec.estimated_seconds > 0
 

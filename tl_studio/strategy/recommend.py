@@ -203,6 +203,7 @@ def recommend(
     *,
     device: str | None = None,
     sweep: pd.DataFrame | None = None,
+    second_stage: bool = False,
 ) -> Recommendation:
     """Which of the source text's four cases applies, and a complete plan for it.
 
@@ -210,7 +211,11 @@ def recommend(
     (unrelated to ImageNet) .. 1 (the same kind of images), from a slider or
     :func:`measure_similarity`; ``sweep``: an optional
     :func:`freeze_depth_sweep` table, whose best depth may move the cut and
-    choose the taps (within the corner rules).
+    choose the taps (within the corner rules). ``second_stage``: for small and
+    different data, append the source text's optional stage ("sometimes it pays
+    to then train the whole network"). It is off by default: it multiplies the
+    cost of a cached head-only run many times over on a CPU, and the rationale
+    offers it.
     """
     _check_inputs(model_name, images_per_class, similarity, num_classes)
     body = _body(model_name)
@@ -255,7 +260,8 @@ def recommend(
                 "the late, high-level features transfer less."
             )
 
-    second_stage = small and cut < last
+    second_stage_offered = small and cut < last
+    second_stage = second_stage and second_stage_offered
     stage1 = round(EPOCHS_SMALL + (EPOCHS_LARGE - EPOCHS_SMALL) * rules.data_score(n))
     epochs = stage1 + (SECOND_STAGE_EPOCHS if second_stage else 0)
     body_trains = frozen_upto < cut
@@ -383,6 +389,11 @@ def _rationale(rec: Recommendation, names: list[str], cut: int, frozen_upto: int
         parts.append(
             f"Optional second stage: from epoch {stage1} every kept layer trains at lower rates "
             "(set unfreeze_all_at to null to skip it)."
+        )
+    elif rec.case == "small_different" and rec.plan.cut_after is not None:
+        parts.append(
+            "Sometimes it pays to then train the whole kept network: ask for the optional second stage "
+            "(it costs several times this run on a CPU)."
         )
     if rec.use_cache:
         parts.append("The frozen layers' outputs are computed once and cached, so epochs are cheap.")

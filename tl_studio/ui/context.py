@@ -36,6 +36,12 @@ class AppContext:
             raise gr.Error(str(exc.args[0])) from None
 
 
+# Dropdowns whose choices differ per workspace (runs, classes) are declared with
+# allow_custom_value=True: Gradio would otherwise check API callers' values against
+# the empty construction-time choices. Every handler resolves the name itself
+# (Workspace.run_path and the engine), which is the check that matters.
+
+
 def fail(message: str) -> gr.Error:
     """A user-facing error (shown in the page, returned to API clients)."""
     return gr.Error(message, duration=None)

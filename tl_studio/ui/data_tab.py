@@ -64,7 +64,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
                     c.class_name = gr.Textbox(label="New class name", scale=3)
                     c.add_class_btn = gr.Button("Add class", scale=1)
                 with gr.Row():
-                    c.class_dd = gr.Dropdown(label="Class", choices=[], scale=3)
+                    c.class_dd = gr.Dropdown(label="Class", choices=[], allow_custom_value=True, scale=3)
                     c.remove_class_btn = gr.Button("Remove class", scale=1, variant="stop")
                 c.class_files = gr.File(label="Images for this class", file_count="multiple", type="filepath")
                 with gr.Row():

@@ -29,7 +29,7 @@ def _metrics_text(ev) -> str:
 def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
-        c.run = gr.Dropdown(label="Run", choices=[], scale=3, elem_id="tl-eval-run")
+        c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-eval-run")
         c.go = gr.Button("Evaluate on its validation set", variant="primary", scale=2)
     c.metrics = gr.Markdown("")
     with gr.Row():
@@ -37,8 +37,8 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
             c.normalized = gr.Checkbox(label="Normalise rows (recall per class)", value=False)
             c.confusion = gr.Plot(label="Confusion matrix", format="png")
             with gr.Row():
-                c.true_cls = gr.Dropdown(label="True class", choices=[])
-                c.pred_cls = gr.Dropdown(label="Predicted class", choices=[])
+                c.true_cls = gr.Dropdown(label="True class", choices=[], allow_custom_value=True)
+                c.pred_cls = gr.Dropdown(label="Predicted class", choices=[], allow_custom_value=True)
                 c.cell_btn = gr.Button("Show these images", size="sm")
             c.cell = gr.Gallery(label="Images in that cell", columns=6, height="auto")
         with gr.Column():
@@ -48,11 +48,11 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     gr.Markdown("### Run history")
     c.history = gr.Dataframe(interactive=False, wrap=True)
     with gr.Row():
-        c.compare_runs = gr.Dropdown(label="Compare runs (curves overlaid)", choices=[], multiselect=True, scale=3)
+        c.compare_runs = gr.Dropdown(label="Compare runs (curves overlaid)", choices=[], allow_custom_value=True, multiselect=True, scale=3)
         c.compare_btn = gr.Button("Compare", scale=1)
     c.compare_plot = gr.Plot(label="Runs compared", format="png")
     with gr.Row():
-        c.delete_run = gr.Dropdown(label="Delete a run", choices=[], scale=3)
+        c.delete_run = gr.Dropdown(label="Delete a run", choices=[], allow_custom_value=True, scale=3)
         c.delete_btn = gr.Button("Delete", variant="stop", scale=1)
 
     def evaluate(ws_id, name, normalized, progress=gr.Progress()):

@@ -59,24 +59,27 @@ def run(args: argparse.Namespace, *, block: bool = True):
     demo = build_app(manager, max_upload_mb=args.max_upload_mb)
     log.info("runs folder %s (%s mode)", runs_dir, "shared" if shared else "local")
     demo.queue(default_concurrency_limit=4)
-    try:
-        demo.launch(
-            server_name=args.host,
-            server_port=args.port,
-            share=args.share,
-            auth=auth,
-            max_file_size=f"{args.max_upload_mb}mb",
-            # Served files: run outputs and dataset samples (workspace paths hold unguessable ids).
-            allowed_paths=[str(runs_dir), str(ASSETS)],
-            js=BURST_JS,
-            prevent_thread_lock=not block,
-            footer_links=["gradio", "settings"],
-        )
-    except Exception as exc:
-        if args.share and "share" in str(exc).lower():
-            log.warning("could not create a share link (%s); serving locally only", exc)
-            demo.launch(server_name=args.host, server_port=args.port, auth=auth, prevent_thread_lock=not block,
-                        allowed_paths=[str(runs_dir), str(ASSETS)], js=BURST_JS, max_file_size=f"{args.max_upload_mb}mb")
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        auth=auth,
+        max_file_size=f"{args.max_upload_mb}mb",
+        # Served files: run outputs and dataset samples (workspace paths hold unguessable ids).
+        allowed_paths=[str(runs_dir), str(ASSETS)],
+        js=BURST_JS,
+        prevent_thread_lock=True,
+        # Errors raised before our handlers run (e.g. an upload Gradio cannot
+        # read) still reach the user as a message, not a generic failure.
+        show_error=True,
+        footer_links=["gradio", "settings"],
+    )
+    if args.share:
+        # Offline, Gradio prints why and serves locally; say so in our log too.
+        if demo.share_url:
+            log.info("public share link: %s", demo.share_url)
         else:
-            raise
+            log.warning("could not create a public share link (offline?); serving locally only")
+    if block:
+        demo.block_thread()
     return demo

@@ -115,7 +115,21 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     with gr.Row():
         c.model = gr.Dropdown(label="Pretrained model", choices=model_choices(), value=DEFAULT_MODEL, scale=3)
         c.model_info = gr.Markdown(f"{get_spec(DEFAULT_MODEL).description}")
-    c.stats = gr.Markdown(stats_text(plan0))
+    with gr.Row(equal_height=True):
+        c.stats = gr.Markdown(stats_text(plan0))
+        c.size_by = gr.Radio(label="Bar size", choices=["params", "FLOPs"], value="params", scale=0, min_width=180)
+    c.network = gr.BarPlot(
+        value=network_frame(plan0, "params"),
+        x="layer",
+        y="size",
+        color="state",
+        color_map={**planview.STATE_COLOURS},
+        sort=list(network_frame(plan0, "params")["layer"]),
+        title="The network, layer by layer (colour = state)",
+        x_label_angle=-60,
+        height=300,
+        elem_id="tl-network",
+    )
     with gr.Row():
         with gr.Column(scale=3):
             c.layers = gr.CheckboxGroup(
@@ -146,20 +160,6 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
             with gr.Row():
                 c.dropout = gr.Slider(label="Head dropout", minimum=0.0, maximum=0.9, step=0.05, value=0.2)
                 c.bn = gr.Radio(label="BatchNorm in frozen layers", choices=["frozen", "train"], value="frozen")
-    with gr.Row():
-        c.size_by = gr.Radio(label="Bar size", choices=["params", "FLOPs"], value="params", scale=1)
-    c.network = gr.BarPlot(
-        value=network_frame(plan0, "params"),
-        x="layer",
-        y="size",
-        color="state",
-        color_map={**planview.STATE_COLOURS},
-        sort=list(network_frame(plan0, "params")["layer"]),
-        title="The network, layer by layer (colour = state)",
-        x_label_angle=-60,
-        height=300,
-        elem_id="tl-network",
-    )
     with gr.Accordion("Layer table and plan JSON", open=False):
         c.table = gr.Dataframe(interactive=False, wrap=True)
         c.plan_json = gr.Code(language="json", label="Plan (the same JSON as tl-studio train --plan FILE.json)")

@@ -40,7 +40,7 @@ def _run(ctx, ws_id, name):
 def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
-        c.run = gr.Dropdown(label="Run", choices=[], scale=3, elem_id="tl-predict-run")
+        c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-predict-run")
         c.refresh = gr.Button("Refresh runs", scale=1, size="sm")
         c.top_k = gr.Slider(label="Top-k", minimum=1, maximum=10, step=1, value=3, scale=2)
     with gr.Row():
@@ -85,7 +85,8 @@ def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
                     first_base = {f"unavailable: {exc}": 0.0}
                 cam = _gradcam(path, img)
         if first_ft is None:
-            raise fail("Image: none of the given files could be read as an image (" + rows[0]["prediction"] + ")")
+            why = "; ".join(f"{r['image']}: {r['prediction'].removeprefix('skipped: ')}" for r in rows[:3])
+            raise fail(f"Image: none of the given files could be read as an image ({why})")
         return first_ft, first_base, cam, pd.DataFrame(rows)
 
     c.predict = predict
@@ -115,7 +116,7 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
         "images in [0, 1] of shape (N, 3, S, S) and normalise inside; the class names travel with each file."
     )
     with gr.Row():
-        c.run = gr.Dropdown(label="Run", choices=[], scale=3, elem_id="tl-export-run")
+        c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-export-run")
         c.refresh = gr.Button("Refresh runs", scale=1, size="sm")
     with gr.Row():
         c.safetensors = gr.Button("safetensors")

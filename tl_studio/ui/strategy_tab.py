@@ -22,7 +22,10 @@ def _rec(ws, model, ipc, sim):
     if sweep is not None and sweep[0] != model:
         sweep = None
     try:
-        return recommend(model, float(ipc), float(sim), num_classes(ws), sweep=sweep[1] if sweep else None)
+        return recommend(
+            model, float(ipc), float(sim), num_classes(ws),
+            sweep=sweep[1] if sweep else None, second_stage=bool(ws.state.get("second_stage")),
+        )
     except ValueError as exc:
         raise fail(str(exc)) from None
 
@@ -46,6 +49,10 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
                 label="Similarity to the pretraining images (0 unrelated … 1 the same kind)",
                 minimum=0.0, maximum=1.0, step=0.01, value=0.5,
             )
+            c.second_stage = gr.Checkbox(
+                label="Small & different: add the optional second stage (then train the whole kept network)",
+                value=False,
+            )
             with gr.Row():
                 c.measure_btn = gr.Button("Measure from my data")
                 c.sweep_btn = gr.Button("Run the freeze-depth sweep")
@@ -53,7 +60,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
             c.rec = gr.Markdown("")
             c.apply_btn = gr.Button("Apply: fill the checklist, the cut, the head and the settings", variant="primary")
         with gr.Column(scale=2):
-            c.cases = gr.Plot(label="The four cases", format="png")
+            c.cases = gr.Plot(label="The four cases", format="png", show_label=False)
             c.sweep_plot = gr.LinePlot(
                 x="depth", y="val_accuracy", title="Linear probe accuracy by freeze depth",
                 x_title="cut after layer (depth index)", y_title="validation accuracy", height=260,
@@ -104,8 +111,14 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
         ds = ws.dataset
         return len(ds.train_idx) / max(len(ds.classes), 1) if ds is not None else 40
 
+    def set_second_stage(ws_id, model, ipc, sim, on):
+        ctx.ws(ws_id).state["second_stage"] = bool(on)
+        return update(ws_id, model, ipc, sim)
+
     c.update = update
     c.ws_ipc = ws_ipc
+    c.second_stage.input(set_second_stage, [ws_state, model_dd, c.ipc, c.sim, c.second_stage], [c.rec, c.cases],
+                         api_visibility="private")
     for comp in (c.ipc, c.sim):
         comp.release(update, [ws_state, model_dd, c.ipc, c.sim], [c.rec, c.cases], api_visibility="private")
     model_dd.input(update, [ws_state, model_dd, c.ipc, c.sim], [c.rec, c.cases], api_visibility="private")

@@ -1,0 +1,126 @@
+"""The app's API through gradio_client: bad input gets a clear error and the app goes on."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import DATA
+from .uikit import RunningApp
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    running = RunningApp(tmp_path_factory.mktemp("api") / "runs", multi_user=True)
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return gradio_client.Client(app.url, verbose=False)
+
+
+def _error(call, *args, **kw) -> str:
+    with pytest.raises(Exception) as info:
+        call(*args, **kw)
+    return str(info.value)
+
+
+def _long_training(client, ws):
+    return client.predict(
+        ws, "efficientnet_lite0", 500, 16, 1e-3, "adamw", "cosine", "light", 0.1, 0.01, 0, 0, "cpu",
+        api_name="/start_training",
+    )
+
+
+def test_non_image_uploads_get_clear_errors(client, tmp_path):
+    ws = client.predict(api_name="/new_workspace")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image at all")
+    message = _error(client.predict, ws, gradio_client.handle_file(str(text)), api_name="/upload_zip")
+    assert "Invalid file type" in message and ".zip" in message  # refused at the upload itself
+    fake_zip = tmp_path / "classes.zip"
+    fake_zip.write_text("a text file with a .zip name")
+    message = _error(client.predict, ws, gradio_client.handle_file(str(fake_zip)), api_name="/upload_zip")
+    assert "classes.zip" in message and "zip" in message.lower()
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("this .jpg is really text")
+    client.predict(ws, api_name="/load_demo")  # the app goes on serving
+    message = _error(client.predict, ws, "missing-run", None, [gradio_client.handle_file(str(fake))], 3,
+                     api_name="/predict")
+    assert "no run named 'missing-run'" in message
+    message = _error(client.predict, ws, "../../etc", None, [gradio_client.handle_file(str(fake))], 3,
+                     api_name="/predict")
+    assert "is not a run name" in message  # a path is never accepted as a run
+
+
+def test_training_without_a_dataset_is_refused(client):
+    ws = client.predict(api_name="/new_workspace")
+    message = _error(_long_training, client, ws)
+    assert "Data: load a dataset first" in message
+
+
+def test_start_twice_poll_and_stop_by_job_id(client):
+    ws = client.predict(api_name="/new_workspace")
+    client.predict(ws, api_name="/load_demo")
+    status, job_id, *_ = _long_training(client, ws)
+    assert job_id and len(job_id) >= 20
+    assert "Queued" in status or "Starting" in status or "Running" in status
+    message = _error(_long_training, client, ws)
+    assert "already" in message and "stop it before starting another" in message
+    snap = client.predict(job_id, api_name="/poll_job")
+    assert snap["id"] == job_id and snap["status"] in ("queued", "running")
+    assert "unknown" not in str(snap)
+    bogus = _error(client.predict, job_id[:-2] + "zz", api_name="/poll_job")
+    assert "no job with id" in bogus
+    stopped = client.predict(job_id, api_name="/stop_job")
+    assert stopped["status"] in ("stopping", "stopped")
+    # The workspace can train again once the job has stopped.
+    import time
+
+    for _ in range(120):
+        if client.predict(job_id, api_name="/poll_job")["status"] == "stopped":
+            break
+        time.sleep(0.5)
+    assert client.predict(job_id, api_name="/poll_job")["status"] == "stopped"
+
+
+def test_unknown_workspace_is_refused_in_shared_mode(client):
+    message = _error(client.predict, "x" * 32, api_name="/load_demo")
+    assert "expired or does not exist" in message
+
+
+def test_predict_with_the_base_model_photo(client, tmp_path):
+    """A workspace with a finished run predicts on a real photo through the API."""
+    ws = client.predict(api_name="/new_workspace")
+    client.predict(ws, api_name="/load_demo")
+    status, job_id, *_ = client.predict(
+        ws, "efficientnet_lite0", 1, 32, 1e-3, "adamw", "cosine", "none", 0.1, 0.01, 0, 0, "cpu",
+        api_name="/start_training",
+    )
+    import time
+
+    for _ in range(600):
+        snap = client.predict(job_id, api_name="/poll_job")
+        if snap["status"] in ("finished", "failed", "stopped"):
+            break
+        time.sleep(0.5)
+    assert snap["status"] == "finished", snap
+    run_name = snap["run_dir"].rsplit("/", 1)[-1]
+    finetuned, base, _cam, _table = client.predict(
+        ws, run_name, gradio_client.handle_file(str(DATA / "coffee.jpg")), [], 3, api_name="/predict"
+    )
+    assert base["label"] == "espresso"
+    assert finetuned["label"] in {"brick", "deep_field", "grass", "gravel"}
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("this .jpg is really text")
+    message = _error(client.predict, ws, run_name, None, [gradio_client.handle_file(str(fake))], 3, api_name="/predict")
+    assert "could be read as an image" in message and "photo.jpg" in message
+    # Through the image box itself Gradio refuses the file before our code runs, with a message.
+    message = _error(client.predict, ws, run_name, gradio_client.handle_file(str(fake)), [], 3, api_name="/predict")
+    assert "ImageData" in message or "image" in message.lower()
+    # And the app goes on serving this workspace.
+    again = client.predict(ws, run_name, gradio_client.handle_file(str(DATA / "coffee.jpg")), [], 3, api_name="/predict")
+    assert again[1]["label"] == "espresso"
