@@ -62,13 +62,17 @@ def test_predict_with_the_base_model_head():
         (["export", "{tmp}", "--format", "onnx"], "config.json"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message, capsys):
+    """In-process (the same main() the console script runs; one subprocess test above covers the exit path)."""
+    from tl_studio.cli import main
+
     if "--device" in args and "cuda" in args:
         import torch
 
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
-    proc = tl(*[a.replace("{tmp}", str(tmp_path)) for a in args], check=False)
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.strip().splitlines() if "error:" in ln]
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    status = main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
+    assert len(lines) == 1 and message in lines[0], err

@@ -157,7 +157,7 @@ def test_shared_mode_keeps_workspaces_apart(pw, tmp_path):
         expect(b.get_by_text("There is no running job in this workspace to stop")).to_be_visible(timeout=15_000)
 
         # A's job is untouched and A still sees it.
-        running = [j for j in list(REGISTRY._jobs.values()) if j.status == RUNNING]
+        running = [j for j in REGISTRY.active() if j.status == RUNNING]
         assert len(running) == 1
         a_status = _progress(a)
         assert _wait_for_progress_past(a, a_status, timeout_s=60) > a_status

@@ -88,12 +88,8 @@ def plan_summary(plan: Plan) -> str:
 def _active_run_dirs() -> set[Path]:
     """Run directories of jobs queued or running in this process."""
     from ..train import REGISTRY
-    from ..train.jobs import DONE
 
-    # JobRegistry has no public listing; read it under its own lock.
-    with REGISTRY._lock:
-        jobs = list(REGISTRY._jobs.values())
-    return {Path(j.run_dir).resolve() for j in jobs if j.run_dir is not None and j.status not in DONE}
+    return {Path(j.run_dir).resolve() for j in REGISTRY.active() if j.run_dir is not None}
 
 
 def _row(run: Path, root: Path, active: set[Path]) -> dict:

@@ -147,6 +147,12 @@ class JobRegistry:
             if job is not None and job.done:
                 del self._jobs[job_id]
 
+    def active(self) -> list[Job]:
+        """Jobs queued or running (for checks such as "is this run still training"),
+        never for listing to users: who may see a job is decided by holding its id."""
+        with self._lock:
+            return [j for j in self._jobs.values() if not j.done]
+
     def queue_position(self, job: Job) -> int:
         with self._lock:
             q = self._queues.get(job.device_key)

@@ -27,8 +27,8 @@ features (edges, colours, textures); later ones learn task-specific ones — so 
 pretraining images, the more of the network you can reuse as it is."""
 
 
-def build_app(manager: WorkspaceManager, *, max_upload_mb: int = 200) -> gr.Blocks:
-    ctx = AppContext(manager=manager, shared=manager.shared, max_upload_mb=max_upload_mb)
+def build_app(manager: WorkspaceManager) -> gr.Blocks:
+    ctx = AppContext(manager=manager, shared=manager.shared)
     with gr.Blocks(title="TL Studio", analytics_enabled=False) as demo:
         ws_state = gr.BrowserState(None, storage_key="tl-studio-workspace")
         gr.Markdown(INTRO)

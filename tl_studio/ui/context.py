@@ -7,7 +7,7 @@ tensors and threads stay here on the server, found by workspace id.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -24,9 +24,6 @@ DEMO_DATA = ASSETS / "demo"
 class AppContext:
     manager: WorkspaceManager
     shared: bool
-    max_upload_mb: int = 200
-    # per-workspace UI state that must survive a page reload
-    extras: dict = field(default_factory=dict)
 
     def ws(self, ws_id: str | None) -> Workspace:
         """The caller's workspace; a clear error if it expired (shared mode)."""

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, *, block: bool = True):
     runs_dir = Path(args.runs_dir).resolve()
     manager = WorkspaceManager(runs_dir, shared=shared, grace_seconds=args.grace_minutes * 60)
     manager.start_reaper()
-    demo = build_app(manager, max_upload_mb=args.max_upload_mb)
+    demo = build_app(manager)
     log.info("runs folder %s (%s mode)", runs_dir, "shared" if shared else "local")
     demo.queue(default_concurrency_limit=4)
     demo.launch(
