@@ -21,9 +21,12 @@ from ..surgery import TransferModel, _pooled_width
 
 log = logging.getLogger(__name__)
 
-# Largest absolute difference in logits measured between training on cached
-# and on live features after one step (relative to the logit scale), by
-# storage dtype: fp32 is exact up to summation order, fp16 keeps ~3 digits.
+# Bound on the relative difference of per-step training losses between a run
+# on the cache and the same seeded run without it, by storage dtype. Measured
+# on the demo dataset with EfficientNet-Lite0, 2 epochs of batch 8:
+# * float32: identical (0.0): cached and live runs share the folded prefix;
+# * float16: 2.6e-5 storing pooled features (head-only), 3.4e-3 storing the
+#   112x14x14 activation after blocks.10 (head weights then differ by 8.7e-3).
 DTYPE_TOLERANCE = {"float32": 1e-5, "float16": 1e-2}
 
 
