@@ -166,3 +166,42 @@ def test_shared_mode_keeps_workspaces_apart(pw, tmp_path):
     finally:
         browser.close()
         app.close()
+
+
+def test_webcam_capture_and_burst_while_held(pw, tmp_path):
+    """Teachable-Machine style: one capture per click, a burst while the button is held."""
+    app = RunningApp(tmp_path / "runs")
+    browser = launch_browser(pw, fake_camera=True)
+    try:
+        page = browser.new_context(permissions=["camera"]).new_page()
+        _open(page, app.url)
+        page.get_by_text("…or build classes from uploads and the webcam").click()
+        page.get_by_label("New class name").fill("me")
+        page.get_by_role("button", name="Add class").click()
+        counts = page.get_by_text("Classes so far")
+        expect(counts).to_contain_text("me: 0", timeout=15_000)
+        page.get_by_text("Click to Access Webcam").click()
+        page.get_by_text("Record", exact=True).click()
+        page.wait_for_timeout(1500)
+        page.get_by_role("button", name="Capture one").click()
+        expect(counts).to_contain_text("me: 1", timeout=15_000)
+
+        def count() -> int:
+            return int(re.search(r"me: (\d+)", counts.inner_text()).group(1))
+
+        box = page.locator("#tl-burst").bounding_box()
+        page.mouse.move(box["x"] + 5, box["y"] + 5)
+        page.mouse.down()
+        page.wait_for_timeout(3000)
+        held = count()
+        page.mouse.up()
+        assert held >= 4, f"only {held - 1} frames captured while held"
+        page.wait_for_timeout(2000)  # frames already on their way may still land
+        settled = count()
+        page.wait_for_timeout(2500)
+        assert count() == settled, "capturing went on after the button was released"
+        stored = list((tmp_path / "runs" / ".data" / "classes" / "me").iterdir())
+        assert len(stored) == settled
+    finally:
+        browser.close()
+        app.close()

@@ -40,19 +40,18 @@ def browser_or_skip() -> str:
     return path
 
 
-def launch_browser(playwright):
-    return playwright.chromium.launch(
-        executable_path=browser_or_skip(),
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-        ],
-    )
+def launch_browser(playwright, *, fake_camera: bool = False):
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+    ]
+    if fake_camera:  # Chromium's built-in test camera: a real media stream, no device needed
+        args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    return playwright.chromium.launch(executable_path=browser_or_skip(), headless=True, args=args)
 
 
 def free_port() -> int:
