@@ -108,22 +108,50 @@ class Augment:
             ],
             dim=1,
         ).to(device=x.device, dtype=x.dtype)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        grid = _affine_grid(theta, x.shape[2], x.shape[3])
         # reflection: rotated corners show more texture, not black wedges
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _colour(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        # Each step is about one pass over the batch (lerp and clamp in place):
+        # colour jitter is memory-bound on a CPU.
         s = float(self.color_jitter)
         f = (1 - s + 2 * s * u).to(device=x.device, dtype=x.dtype)  # (B, 3): brightness, contrast, saturation
         brightness = f[:, 0].view(-1, 1, 1, 1)
         contrast = f[:, 1].view(-1, 1, 1, 1)
         saturation = f[:, 2].view(-1, 1, 1, 1)
-        luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        x = (x * brightness).clamp(0, 1)
-        grey_mean = (x * luma).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
-        x = ((x - grey_mean) * contrast + grey_mean).clamp(0, 1)
-        grey = (x * luma).sum(dim=1, keepdim=True)
-        return ((x - grey) * saturation + grey).clamp(0, 1)
+        x = (x * brightness).clamp_(0, 1)  # a new tensor: the caller's batch is left alone
+        grey_mean = _grey(x).mean(dim=(2, 3), keepdim=True)
+        # (x - m) * c + m, as x moved towards m by (1 - c)
+        x.lerp_(grey_mean, 1 - contrast).clamp_(0, 1)
+        return x.lerp_(_grey(x), 1 - saturation).clamp_(0, 1)
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Luma (B, 1, H, W): a weighted sum of the channel planes (a 1x1 convolution to one
+    channel is far slower on a CPU)."""
+    g = x[:, 0:1] * _LUMA[0]
+    g.add_(x[:, 1:2], alpha=_LUMA[1])
+    return g.add_(x[:, 2:3], alpha=_LUMA[2])
+
+
+def _affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, h, w), align_corners=False)`` as two broadcast passes.
+
+    The library version multiplies every pixel's (x, y, 1) by theta in a
+    batched matmul with an inner dimension of 3, which on a CPU cost as much
+    as the resampling itself; an affine map is separable into a per-column
+    and a per-row term.
+    """
+    b = theta.shape[0]
+    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1  # pixel centres in [-1, 1]
+    ys = (torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1
+    grid = torch.empty((b, h, w, 2), device=theta.device, dtype=theta.dtype)
+    for k in range(2):
+        col = theta[:, k, 0, None] * xs  # (B, W)
+        row = theta[:, k, 1, None] * ys + theta[:, k, 2, None]  # (B, H)
+        torch.add(row[:, :, None], col[:, None, :], out=grid[..., k])
+    return grid
 
 
 PRESETS: dict[str, Augment] = {
