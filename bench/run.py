@@ -92,13 +92,13 @@ def main(argv=None) -> int:
     from bench import loop_figures as L
 
     step("1", "loop efficiency", lambda: [
-        L.loop_efficiency("efficientnet_lite0", size=160, batch=32, steps=2, repeats=R, figure="1a"),
+        L.loop_efficiency("efficientnet_lite0", size=128, batch=32, steps=2, repeats=R, figure="1a"),
         L.loop_efficiency("resnet18", size=128, batch=32, steps=2, repeats=R, figure="1b"),
     ])
     step("2", "input pipeline", lambda: L.input_pipeline(batch=32, steps=4, repeats=R, real=demo()))
-    step("3", "frozen prefix", lambda: L.frozen_prefix(model="efficientnet_lite0", upto="blocks.9", size=160,
+    step("3", "frozen prefix", lambda: L.frozen_prefix(model="efficientnet_lite0", upto="blocks.9", size=128,
                                                        batch=32, steps=2, repeats=R))
-    step("4", "feature cache", lambda: L.feature_cache(epochs=10, n_train=64, n_val=32, repeats=2, real=demo()))
+    step("4", "feature cache", lambda: L.feature_cache(epochs=10, n_train=96, n_val=32, repeats=2, real=demo()))
     from bench.extraction import frozen_extraction
 
     step("8", "frozen feature extraction", lambda: frozen_extraction(

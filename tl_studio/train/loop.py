@@ -38,6 +38,15 @@ from .schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
+# Checkpoints (the best weights and last.pt, each a full copy of the model,
+# written atomically with fsync) go to disk at most this often, and always
+# after the first and the last epoch and when a stop is asked for. With the
+# feature cache an epoch can take milliseconds while a checkpoint takes
+# ~0.15 s on a small CPU: writing one per epoch made ten cached epochs cost
+# as much as the extraction they follow (bench/, figure 4). A crash loses at
+# most this much training.
+CHECKPOINT_SECONDS = 5.0
+
 
 class Stopped(Exception):
     """The user asked to stop; caught once, in :meth:`Trainer.fit`."""
@@ -440,6 +449,15 @@ class Trainer:
         }
         rundir.write_json(rd / rundir.CONFIG, cfg)
 
+    def _stop_requested(self) -> bool:
+        return self.stop_event is not None and self.stop_event.is_set()
+
+    def _save_best(self, best: dict):
+        """Write the best weights if a better epoch came since the last write."""
+        if best.get("unsaved") and best["state"] is not None:
+            rundir.save_weights(self.run_dir / rundir.WEIGHTS, best["state"], self._metadata(True, best["epoch"]))
+            best["unsaved"] = False
+
     def _save_last(self, epoch: int, best: dict):
         rundir.save_last(
             self.run_dir / rundir.LAST,
@@ -450,7 +468,7 @@ class Trainer:
                 "step": self.step,
                 "batch_size": self.batch_size,
                 "phase": self.phase,
-                "best": {k: v for k, v in best.items() if k != "state"},
+                "best": {k: v for k, v in best.items() if k not in ("state", "unsaved")},
                 "rng": torch.get_rng_state(),
                 "gen": self.gen.get_state(),
             },
@@ -473,10 +491,27 @@ class Trainer:
         torch.set_rng_state(payload["rng"])
         self.gen.set_state(payload["gen"])
         best.update(payload.get("best", {}))
-        if (self.run_dir / rundir.WEIGHTS).exists() and best.get("epoch") is not None:
-            best["state"] = rundir.load_weights(self.run_dir / rundir.WEIGHTS)[0]
         tables = rundir.read_tables(self.run_dir)
-        self.metrics.load(tables["steps"], tables["epochs"])
+        steps, epochs = tables["steps"], tables["epochs"]
+        if (self.run_dir / rundir.WEIGHTS).exists():
+            state, meta = rundir.load_weights(self.run_dir / rundir.WEIGHTS)
+            saved_epoch = int(meta["epoch"]) if meta.get("validated") == "true" and meta.get("epoch") else None
+            if saved_epoch is not None and saved_epoch != best.get("epoch") and epochs is not None:
+                # Best weights written when the run stopped, after its last checkpoint:
+                # validated weights all the same, with their row in the metrics table.
+                row = epochs[epochs["epoch"] == saved_epoch]
+                if len(row):
+                    best.update(epoch=saved_epoch, val_accuracy=float(row["val_accuracy"].iloc[0]),
+                                val_loss=float(row["val_loss"].iloc[0]))
+            if best.get("epoch") is not None and saved_epoch == best["epoch"]:
+                best["state"] = state
+        # The tables are written every epoch, last.pt at most every CHECKPOINT_SECONDS:
+        # rows past the checkpoint will be trained again.
+        if steps is not None:
+            steps = steps[steps["step"] <= self.step]
+        if epochs is not None:
+            epochs = epochs[epochs["epoch"] <= start]
+        self.metrics.load(steps, epochs)
         log.info("resuming at epoch %d (step %d)", start + 1, self.step)
         return start
 
@@ -492,6 +527,7 @@ class Trainer:
         elif self.run_dir:
             self._write_config()
         t_start = time.perf_counter()
+        last_checkpoint = t_start
         epochs_run, bad_epochs, status = start, 0, "finished"
         rates: list[float] = []
         used_cache = False
@@ -530,29 +566,37 @@ class Trainer:
                 if improved and math.isfinite(row["val_loss"]):
                     best.update(epoch=epoch + 1, val_accuracy=row["val_accuracy"], val_loss=row["val_loss"])
                     best["state"] = self._state()
-                    if self.run_dir:
-                        rundir.save_weights(
-                            self.run_dir / rundir.WEIGHTS, best["state"], self._metadata(True, epoch + 1)
-                        )
-                if self.run_dir:
-                    rundir.write_tables(self.run_dir, self.metrics.snapshot())
-                    if cfg.save_last:
-                        self._save_last(epoch, best)
-                for cb in self.callbacks:
-                    cb(self, "epoch", {"epoch": epoch, **row})
+                    best["unsaved"] = True
+                stop_early = False
                 if cfg.early_stopping:
                     best_loss = min(
                         (r for r in self.metrics.snapshot()["epochs"]["val_loss"].tolist()[:-1]),
                         default=math.inf,
                     )
                     bad_epochs = 0 if row["val_loss"] < best_loss else bad_epochs + 1
-                    if bad_epochs >= cfg.early_stopping:
-                        log.info("early stopping: no better validation loss for %d epochs", bad_epochs)
-                        break
+                    stop_early = bad_epochs >= cfg.early_stopping
+                if self.run_dir:
+                    rundir.write_tables(self.run_dir, self.metrics.snapshot())
+                    last = epoch == start or epoch == cfg.epochs - 1 or stop_early
+                    if last or self._stop_requested() or time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS:
+                        self._save_best(best)
+                        if cfg.save_last:
+                            self._save_last(epoch, best)
+                        last_checkpoint = time.perf_counter()
+                for cb in self.callbacks:
+                    cb(self, "epoch", {"epoch": epoch, **row})
+                if stop_early:
+                    log.info("early stopping: no better validation loss for %d epochs", bad_epochs)
+                    break
                 epoch += 1
         except Stopped:
             status = "stopped"
             log.info("stopped at epoch %d, step %d", epochs_run + 1, self.step)
+        finally:
+            # Whatever ends the run (a stop, a crash, a non-finite loss), the best
+            # weights validated so far reach the disk.
+            if self.run_dir:
+                self._save_best(best)
         train_seconds = time.perf_counter() - t_start
         validated = best["state"] is not None
         if validated:
