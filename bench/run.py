@@ -95,10 +95,10 @@ def main(argv=None) -> int:
         L.loop_efficiency("efficientnet_lite0", size=128, batch=32, steps=2, repeats=R, figure="1a"),
         L.loop_efficiency("resnet18", size=128, batch=32, steps=2, repeats=R, figure="1b"),
     ])
-    step("2", "input pipeline", lambda: L.input_pipeline(batch=32, steps=4, repeats=R, real=demo()))
+    step("2", "input pipeline", lambda: L.input_pipeline(batch=32, steps=4, repeats=R + 2, real=demo()))
     step("3", "frozen prefix", lambda: L.frozen_prefix(model="efficientnet_lite0", upto="blocks.9", size=128,
                                                        batch=32, steps=2, repeats=R))
-    step("4", "feature cache", lambda: L.feature_cache(epochs=10, n_train=96, n_val=32, repeats=2, real=demo()))
+    step("4", "feature cache", lambda: L.feature_cache(epochs=10, n_train=160, n_val=40, repeats=2, real=demo()))
     from bench.extraction import frozen_extraction
 
     step("8", "frozen feature extraction", lambda: frozen_extraction(
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     def app():
         from bench.app_figures import app_rows
 
-        return app_rows(overhead_epochs=3, repeats=2, requests=8)
+        return app_rows(overhead_epochs=3, repeats=3, requests=8)
 
     if only & {"5", "6"}:
         step("5" if "5" in only else "6", "the app (figures 5 and 6)", app)

@@ -38,9 +38,10 @@ from .schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
-# Checkpoints (the best weights and last.pt, each a full copy of the model,
-# written atomically with fsync) go to disk at most this often, and always
-# after the first and the last epoch and when a stop is asked for. With the
+# Checkpoints (the metrics tables, the best weights and last.pt, each model
+# file a full copy, all written atomically with fsync) go to disk at most this
+# often, and always after the first and the last epoch and when a stop is
+# asked for; the tables are written again when the run ends, however it ends. With the
 # feature cache an epoch can take milliseconds while a checkpoint takes
 # ~0.15 s on a small CPU: writing one per epoch made ten cached epochs cost
 # as much as the extraction they follow (bench/, figure 4). A crash loses at
@@ -309,7 +310,8 @@ class Trainer:
     # ---- one epoch --------------------------------------------------------------------
     def _train_epoch(self, epoch: int, total_steps: int, warmup: int) -> dict:
         model, cfg, opt = self.model, self.cfg, self.optimizer
-        model.train()
+        if not model.training:  # train() walks every module: ~10 ms that a cached epoch notices
+            model.train()
         train_idx = torch.tensor(self.data.train_idx)
         if cfg.balance == "sampler":
             from ..data import balanced_sampler
@@ -531,6 +533,7 @@ class Trainer:
         epochs_run, bad_epochs, status = start, 0, "finished"
         rates: list[float] = []
         used_cache = False
+        ended = False
         try:
             epoch = start
             while epoch < cfg.epochs:
@@ -576,9 +579,9 @@ class Trainer:
                     bad_epochs = 0 if row["val_loss"] < best_loss else bad_epochs + 1
                     stop_early = bad_epochs >= cfg.early_stopping
                 if self.run_dir:
-                    rundir.write_tables(self.run_dir, self.metrics.snapshot())
                     last = epoch == start or epoch == cfg.epochs - 1 or stop_early
                     if last or self._stop_requested() or time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS:
+                        rundir.write_tables(self.run_dir, self.metrics.snapshot())
                         self._save_best(best)
                         if cfg.save_last:
                             self._save_last(epoch, best)
@@ -589,14 +592,19 @@ class Trainer:
                     log.info("early stopping: no better validation loss for %d epochs", bad_epochs)
                     break
                 epoch += 1
+            ended = True
         except Stopped:
             status = "stopped"
+            ended = True
             log.info("stopped at epoch %d, step %d", epochs_run + 1, self.step)
         finally:
             # Whatever ends the run (a stop, a crash, a non-finite loss), the best
-            # weights validated so far reach the disk.
+            # weights validated so far reach the disk, and after a crash the tables
+            # too (otherwise they are written below).
             if self.run_dir:
                 self._save_best(best)
+                if not ended:
+                    rundir.write_tables(self.run_dir, self.metrics.snapshot())
         train_seconds = time.perf_counter() - t_start
         validated = best["state"] is not None
         if validated:
