@@ -7,6 +7,8 @@ can redraw on every tick of the checklist.
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 
 from .layers import layer_table
@@ -24,13 +26,28 @@ STATE_COLOURS = {
 _BN_MODULES = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm")
 
 
-def _layer_state(plan: Plan, fine: pd.DataFrame, name: str) -> str:
+@functools.cache
+def _param_modules(model: str) -> tuple[tuple[tuple[str, int, bool], ...], ...]:
+    """Per coarse body layer: its parameter-holding modules as (name, params, is_bn).
+
+    Cached per model so that a checklist tick costs plain Python loops, not
+    pandas filtering per layer.
+    """
+    table = layer_table(model)
+    fine = layer_table(model, "fine")
+    fine = fine[fine["params"] > 0]
+    out = []
+    for name in table[table["role"] == "body"]["name"]:
+        rows = fine[(fine["name"] == name) | fine["name"].str.startswith(name + ".")]
+        out.append(tuple((r.name, int(r.params), r.module in _BN_MODULES) for r in rows.itertuples()))
+    return tuple(out)
+
+
+def _layer_state(plan: Plan, modules) -> str:
     """'frozen', 'training' or 'mixed' for one coarse layer, from its parameters."""
-    rows = fine[(fine["name"] == name) | fine["name"].str.startswith(name + ".")]
-    rows = rows[rows["params"] > 0]
-    if rows.empty:
+    if not modules:
         return FROZEN  # nothing to train (pooling)
-    states = {plan.state_of(r.name + ".weight", r.module in _BN_MODULES) for r in rows.itertuples()}
+    states = {plan.state_of(name + ".weight", is_bn) for name, _, is_bn in modules}
     return states.pop() if len(states) == 1 else "mixed"
 
 
@@ -38,16 +55,14 @@ def layer_states(plan: Plan) -> pd.DataFrame:
     """The coarse layer table with each row's state under this plan (plus the new head)."""
     cut, taps = validate(plan)
     table = layer_table(plan.model)
-    fine = layer_table(plan.model, "fine")
     body = table[table["role"] == "body"].copy()
     states = []
-    for i, name in enumerate(body["name"]):
+    for i, modules in enumerate(_param_modules(plan.model)):
         if i > cut:
             states.append(REMOVED_S)
             continue
-        s = _layer_state(plan, fine, name)
-        s = {FROZEN: FROZEN_S, TRAIN: TRAINING_S}.get(s, s)
-        states.append(s)
+        s = _layer_state(plan, modules)
+        states.append({FROZEN: FROZEN_S, TRAIN: TRAINING_S}.get(s, s))
     body["state"] = states
     body["tapped"] = [i in taps for i in range(len(body))]
     head_params, head_flops, _ = head_size(plan)
@@ -75,20 +90,20 @@ def head_size(plan: Plan) -> tuple[int, int, int]:
     return params, flops, width
 
 
-def summary(plan: Plan) -> dict:
-    """Trainable and frozen parameter counts and the share of compute that is frozen."""
-    states = layer_states(plan)
-    fine = layer_table(plan.model, "fine")
+def summary(plan: Plan, states: pd.DataFrame | None = None) -> dict:
+    """Trainable and frozen parameter counts and the share of compute that is frozen.
+
+    ``states``: :func:`layer_states` of this plan, if the caller has it already.
+    """
+    states = layer_states(plan) if states is None else states
     cut, _ = validate(plan)
-    names = body_layer_names(plan.model)
     trainable = frozen = 0
-    for r in fine[(fine["role"] == "body") & (fine["params"] > 0)].itertuples():
-        if r.depth > cut:
-            continue
-        if plan.state_of(r.name + ".weight", r.module in _BN_MODULES) == FROZEN:
-            frozen += r.params
-        else:
-            trainable += r.params
+    for modules in _param_modules(plan.model)[: cut + 1]:
+        for name, params, is_bn in modules:
+            if plan.state_of(name + ".weight", is_bn) == FROZEN:
+                frozen += params
+            else:
+                trainable += params
     head_params = int(states.iloc[-1]["params"])
     kept = states[(states["state"] != REMOVED_S) & (states["role"] == "body")]
     kept_flops = int(kept["flops"].sum())
@@ -100,15 +115,15 @@ def summary(plan: Plan) -> dict:
         "removed": int(removed["params"].sum()),
         "head": head_params,
         "kept_layers": int(cut + 1),
-        "layers": len(names),
+        "layers": len(_param_modules(plan.model)),
         "frozen_compute_share": frozen_flops / kept_flops if kept_flops else 0.0,
         "forward_flops": kept_flops + int(states.iloc[-1]["flops"]),
     }
 
 
-def checklist_values(plan: Plan) -> dict:
+def checklist_values(plan: Plan, states: pd.DataFrame | None = None) -> dict:
     """The UI's plain values for a plan: ticked (training) layers, cut, taps, head."""
-    states = layer_states(plan)
+    states = layer_states(plan) if states is None else states
     body = states[states["role"] == "body"]
     return {
         "trained": [n for n, s in zip(body["name"], body["state"]) if s in (TRAINING_S, "mixed")],

@@ -32,14 +32,14 @@ def model_choices() -> list[tuple[str, str]]:
     return [(f"{r.model}  ·  weights {r.weights}", r.model) for r in table.itertuples()]
 
 
-def layer_choices(model: str, plan: Plan | None = None) -> list[tuple[str, str]]:
-    """(label, name) pairs: the label shows kind, parameters, FLOPs, output shape, state."""
+def layer_choices(model: str, states: pd.DataFrame | None = None) -> list[tuple[str, str]]:
+    """(label, name) pairs: the label shows kind, parameters, FLOPs, output shape, state.
+
+    ``states``: :func:`planview.layer_states` of the current plan (marks removed rows).
+    """
     table = layer_table(model)
     body = table[table["role"] == "body"]
-    states = {}
-    if plan is not None:
-        st = planview.layer_states(plan)
-        states = dict(zip(st["name"], st["state"]))
+    states = dict(zip(states["name"], states["state"])) if states is not None else {}
     out = []
     for r in body.itertuples():
         tag = " — removed" if states.get(r.name) == planview.REMOVED_S else ""
@@ -65,20 +65,20 @@ def current_plan(ws, model: str | None = None) -> Plan:
     return plan
 
 
-def network_frame(plan: Plan, size_by: str) -> pd.DataFrame:
-    st = planview.layer_states(plan)
+def network_frame(st: pd.DataFrame, size_by: str) -> pd.DataFrame:
+    """One bar per layer (and the new head) from a plan's layer states."""
     column = "flops" if size_by == "FLOPs" else "params"
     state = [("tapped" if t else s) if s != planview.REMOVED_S else s for s, t in zip(st["state"], st["tapped"])]
     return pd.DataFrame({"layer": st["name"], "size": st[column].astype(float), "state": state})
 
 
-def network_plot(plan: Plan, size_by: str) -> gr.BarPlot:
-    df = network_frame(plan, size_by)
+def network_plot(st: pd.DataFrame, size_by: str) -> gr.BarPlot:
+    df = network_frame(st, size_by)
     return gr.BarPlot(value=df, sort=list(df["layer"]), y_title="FLOPs" if size_by == "FLOPs" else "parameters")
 
 
-def stats_text(plan: Plan) -> str:
-    s = planview.summary(plan)
+def stats_text(plan: Plan, states: pd.DataFrame | None = None) -> str:
+    s = planview.summary(plan, states)
     return (
         f"**Trainable:** {_fmt(s['trainable'])} parameters (new head {_fmt(s['head'])}) · "
         f"**Frozen:** {_fmt(s['frozen'])} · **Removed:** {_fmt(s['removed'])} · "
@@ -90,19 +90,20 @@ def stats_text(plan: Plan) -> str:
 
 def plan_outputs(plan: Plan, size_by: str) -> tuple:
     """Values for: checklist, cut, taps, head layers, hidden, dropout, bn, stats, network, table, plan JSON."""
-    v = planview.checklist_values(plan)
+    states = planview.layer_states(plan)  # once per edit: everything below derives from it
+    v = planview.checklist_values(plan, states)
     names = body_layer_names(plan.model)
-    table = planview.layer_states(plan)[["depth", "name", "kind", "params", "flops", "output_shape", "state", "tapped"]]
+    table = states[["depth", "name", "kind", "params", "flops", "output_shape", "state", "tapped"]]
     return (
-        gr.CheckboxGroup(choices=layer_choices(plan.model, plan), value=v["trained"]),
+        gr.CheckboxGroup(choices=layer_choices(plan.model, states), value=v["trained"]),
         gr.Dropdown(choices=[NO_CUT] + names, value=v["cut_after"] or NO_CUT),
         gr.Dropdown(choices=names, value=v["taps"]),
         v["head_layers"],
         v["hidden"],
         v["dropout"],
         v["bn"],
-        stats_text(plan),
-        network_plot(plan, size_by),
+        stats_text(plan, states),
+        network_plot(states, size_by),
         table,
         plan.to_json(),
     )
@@ -112,19 +113,20 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     names = body_layer_names(DEFAULT_MODEL)
     plan0 = Plan.head_only(DEFAULT_MODEL, 2)
+    states0 = planview.layer_states(plan0)
     with gr.Row():
         c.model = gr.Dropdown(label="Pretrained model", choices=model_choices(), value=DEFAULT_MODEL, scale=3)
         c.model_info = gr.Markdown(f"{get_spec(DEFAULT_MODEL).description}")
     with gr.Row(equal_height=True):
-        c.stats = gr.Markdown(stats_text(plan0))
+        c.stats = gr.Markdown(stats_text(plan0, states0))
         c.size_by = gr.Radio(label="Bar size", choices=["params", "FLOPs"], value="params", scale=0, min_width=180)
     c.network = gr.BarPlot(
-        value=network_frame(plan0, "params"),
+        value=network_frame(states0, "params"),
         x="layer",
         y="size",
         color="state",
         color_map={**planview.STATE_COLOURS},
-        sort=list(network_frame(plan0, "params")["layer"]),
+        sort=list(states0["name"]),
         title="The network, layer by layer (colour = state)",
         x_label_angle=-60,
         height=300,
@@ -134,7 +136,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         with gr.Column(scale=3):
             c.layers = gr.CheckboxGroup(
                 label="Layers: ticked = trains, unticked = frozen (weights never change)",
-                choices=layer_choices(DEFAULT_MODEL, plan0),
+                choices=layer_choices(DEFAULT_MODEL, states0),
                 value=[],
                 elem_id="tl-layers",
             )
@@ -216,7 +218,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         return run
 
     def redraw(ws_id, size_by):
-        return network_plot(current_plan(ctx.ws(ws_id)), size_by)
+        return network_plot(planview.layer_states(current_plan(ctx.ws(ws_id))), size_by)
 
     inputs = [ws_state, c.model, *c.plan_components, c.size_by]
     for comp in c.plan_components:
