@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .common import DEMO, ROOT, Row, check, median
+from .common import DEMO, ROOT, Row, check, median, pair_range
 
 log = logging.getLogger("bench.app")
 
@@ -224,7 +224,8 @@ def app_rows(*, overhead_epochs: int, repeats: int, requests: int) -> list[Row]:
         rows.append(Row(
             "6", "UI overhead: training img/s with a client polling each second / headless", ratio, "ratio",
             ">= 0.95", check(ratio, 0.95),
-            f"{ui:.1f} img/s polled vs {hl:.1f} img/s headless ({repeats} runs each, alternating; "
+            f"{ui:.1f} img/s polled vs {hl:.1f} img/s headless ({repeats} runs each, alternating, "
+            f"{pair_range(ui_rates, headless_rates)}; "
             f"{overhead_epochs} epochs of the recommended plan with light augmentation, uncached; epoch 2 on)",
             limit="headless training (1.0): a poll costs one lock-guarded copy of the metrics log.",
             lever="tl_studio/train/metrics.py (snapshot cost), tl_studio/ui/train_tab.py (`poll_job`/`tick`: "

@@ -70,6 +70,12 @@ def alternate(sides: dict[str, Callable[[], float]], repeats: int, warmup: int =
     return out
 
 
+def pair_range(num: list[float], den: list[float]) -> str:
+    """The ratio of each alternation's pair, lowest to highest: how noisy the machine was."""
+    ratios = sorted(n / d for n, d in zip(num, den))
+    return f"pairs {ratios[0]:.2f}-{ratios[-1]:.2f}" if ratios else ""
+
+
 def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()

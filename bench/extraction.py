@@ -19,7 +19,7 @@ from tl_studio.surgery import build_model
 from tl_studio.train import devices
 from tl_studio.train.extract import FrozenPrefix
 
-from .common import Row, alternate, check, median
+from .common import Row, alternate, check, median, pair_range
 
 log = logging.getLogger("bench.extraction")
 
@@ -93,7 +93,8 @@ def frozen_extraction(*, batch: int, repeats: int, real, bf16_probe: bool | None
         Row(
             "8", f"frozen extraction, FrozenPrefix / eager fp32 NCHW ({model_name} body, batch {batch})", ratio,
             "ratio", ">= 3", check(ratio, 3.0),
-            f"{batch / tf:.1f} img/s vs {batch / tp:.1f} img/s ({repeats} alternations; levers: "
+            f"{batch / tf:.1f} img/s vs {batch / tp:.1f} img/s ({repeats} alternations, "
+            f"{pair_range(t['plain'], t['fast'])}; levers: "
             f"{', '.join(levers)}); this CPU has no native bf16 (AVX512-BF16/AMX): {not fast_bf16}",
             limit="the convolutions' own fp32 time at this CPU's FMA throughput: after folding, layout, "
             "padding and activation fusion the profile is convolutions only; the 3x of the issue "

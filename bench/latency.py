@@ -13,7 +13,7 @@ from tl_studio.predict import Predictor
 from tl_studio.registry import get_spec
 from tl_studio.surgery import build_model
 
-from .common import DEMO, Row, alternate, check, median
+from .common import DEMO, Row, alternate, check, median, pair_range
 
 log = logging.getLogger("bench.latency")
 
@@ -52,7 +52,8 @@ def prediction_latency(*, repeats: int, calls: int = 5) -> Row:
         "7", f"prediction latency, predictor / bare forward (1 image, {p.input_size}px, {model_name})", ratio,
         "ratio", "<= 1.2", check(ratio, 1.2, higher_is_better=False),
         f"predictor {1000 * tp:.1f} ms vs bare forward {1000 * tb:.1f} ms per image (CPU, "
-        f"{torch.get_num_threads()} threads; {repeats} alternations of {calls} calls)",
+        f"{torch.get_num_threads()} threads; {repeats} alternations of {calls} calls, "
+        f"{pair_range(t['predictor'], t['bare'])})",
         limit="the bare forward (ratio 1.0): resizing, cropping, normalising and the top-k are the only "
         "extra work.",
         lever="tl_studio/predict.py (`Predictor.inputs`/`probabilities`: PIL resize and crop, the lock).",

@@ -92,8 +92,8 @@ def main(argv=None) -> int:
     from bench import loop_figures as L
 
     step("1", "loop efficiency", lambda: [
-        L.loop_efficiency("efficientnet_lite0", size=128, batch=32, steps=2, repeats=R, figure="1a"),
-        L.loop_efficiency("resnet18", size=128, batch=32, steps=2, repeats=R, figure="1b"),
+        L.loop_efficiency("efficientnet_lite0", size=128, batch=32, steps=2, repeats=R + 2, figure="1a"),
+        L.loop_efficiency("resnet18", size=128, batch=32, steps=2, repeats=R + 2, figure="1b"),
     ])
     step("2", "input pipeline", lambda: L.input_pipeline(batch=32, steps=4, repeats=R + 2, real=demo()))
     step("3", "frozen prefix", lambda: L.frozen_prefix(model="efficientnet_lite0", upto="blocks.9", size=128,
@@ -114,10 +114,10 @@ def main(argv=None) -> int:
         from bench.app_figures import app_rows
 
         try:
-            return app_rows(overhead_epochs=3, repeats=3, requests=8)
+            return app_rows(overhead_epochs=4, repeats=3, requests=8)
         except Exception:  # e.g. the server killed from outside on a shared machine: once more
             log.exception("the app figures failed; trying once more with a fresh server")
-            return app_rows(overhead_epochs=3, repeats=3, requests=8)
+            return app_rows(overhead_epochs=4, repeats=3, requests=8)
 
     if only & {"5", "6"}:
         step("5" if "5" in only else "6", "the app (figures 5 and 6)", app)
