@@ -41,7 +41,7 @@ def _free_port() -> int:
 
 @contextmanager
 def app_server(runs_dir: Path, timeout: float = 180):
-    """``python launch.py`` on a free port; yields (gradio_client.Client, startup seconds)."""
+    """``python launch.py`` on a free port; yields (gradio_client.Client, startup seconds, server pid)."""
     from gradio_client import Client
 
     port = _free_port()
@@ -66,7 +66,7 @@ def app_server(runs_dir: Path, timeout: float = 180):
                 except Exception:  # not listening yet
                     time.sleep(0.5)
             try:
-                yield client, time.perf_counter() - t0
+                yield client, time.perf_counter() - t0, proc.pid
             except Exception:
                 state = "running" if proc.poll() is None else f"exited with {proc.returncode}"
                 log.error("the app server (%s) logged:\n%s", state, _tail(log_path))
@@ -78,6 +78,22 @@ def app_server(runs_dir: Path, timeout: float = 180):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _poll_cost(client, pid: int, job_id: str, n: int = 10) -> tuple[float, float]:
+    """CPU seconds per /poll_job on an idle server: (server, this client)."""
+    client.predict(job_id, api_name="/poll_job")
+    s0, c0 = _cpu_seconds(pid), time.process_time()
+    for _ in range(n):
+        client.predict(job_id, api_name="/poll_job")
+    return (_cpu_seconds(pid) - s0) / n, (time.process_time() - c0) / n
 
 
 def _tail(path: Path, n: int = 3000) -> str:
@@ -157,7 +173,8 @@ def app_rows(*, overhead_epochs: int, repeats: int, requests: int) -> list[Row]:
     rows: list[Row] = []
     ds = load_dataset(DEMO)
     ipc = len(ds.train_idx) / len(ds.classes)
-    with tempfile.TemporaryDirectory(prefix="tl-bench-app-") as tmp, app_server(Path(tmp)) as (client, startup):
+    with tempfile.TemporaryDirectory(prefix="tl-bench-app-") as tmp, \
+            app_server(Path(tmp)) as (client, startup, pid):
         # ---- 5: time to first model ---------------------------------------------------------
         t = time.time()
         client.predict("local", api_name="/load_demo")
@@ -189,6 +206,8 @@ def app_rows(*, overhead_epochs: int, repeats: int, requests: int) -> list[Row]:
         ))
 
         # ---- 6: UI overhead, headless vs polled --------------------------------------------
+        # what one poll costs the server, and the client, with nothing else running
+        server_poll_s, client_poll_s = _poll_cost(client, pid, started[1])
         aug = "light"  # uncached: the frozen backbone runs every step, so the overhead has something to slow
         cfg = TrainConfig(epochs=overhead_epochs, batch_size=int(bs), lr=float(lr), augment=aug, device="cpu",
                           label_smoothing=0.1, weight_decay=0.01)
@@ -226,8 +245,13 @@ def app_rows(*, overhead_epochs: int, repeats: int, requests: int) -> list[Row]:
             ">= 0.95", check(ratio, 0.95),
             f"{ui:.1f} img/s polled vs {hl:.1f} img/s headless ({repeats} runs each, alternating, "
             f"{pair_range(ui_rates, headless_rates)}; "
-            f"{overhead_epochs} epochs of the recommended plan with light augmentation, uncached; epoch 2 on)",
-            limit="headless training (1.0): a poll costs one lock-guarded copy of the metrics log.",
+            f"{overhead_epochs} epochs of the recommended plan with light augmentation, uncached; epoch 2 on). "
+            f"One poll costs the server {1000 * server_poll_s:.0f} ms of CPU and the gradio_client poller "
+            f"itself {1000 * client_poll_s:.0f} ms, in this process on the same 2 cores (a browser's CPU "
+            f"would take that share instead): at 1 Hz, {100 * server_poll_s / os.cpu_count():.1f}% and "
+            f"{100 * client_poll_s / os.cpu_count():.1f}% of the machine",
+            limit="headless training (1.0): the server's share per poll is one lock-guarded copy of the "
+            "metrics log plus Gradio's request handling; on 2 cores the client's own CPU counts too.",
             lever="tl_studio/train/metrics.py (snapshot cost), tl_studio/ui/train_tab.py (`poll_job`/`tick`: "
             "what each poll serialises); the queue's concurrency for poll events.",
         ))

@@ -95,7 +95,7 @@ def frozen_extraction(*, batch: int, repeats: int, real, bf16_probe: bool | None
             "ratio", ">= 3", check(ratio, 3.0),
             f"{batch / tf:.1f} img/s vs {batch / tp:.1f} img/s ({repeats} alternations, "
             f"{pair_range(t['plain'], t['fast'])}; levers: "
-            f"{', '.join(levers)}); this CPU has no native bf16 (AVX512-BF16/AMX): {not fast_bf16}",
+            f"{', '.join(levers)}); native bf16 (AVX512-BF16/AMX) on this CPU: {'yes' if fast_bf16 else 'no'}",
             limit="the convolutions' own fp32 time at this CPU's FMA throughput: after folding, layout, "
             "padding and activation fusion the profile is convolutions only; the 3x of the issue "
             "needs bf16 dot products (AVX512-BF16/AMX), which this CPU lacks.",
