@@ -45,6 +45,15 @@ def _wait_for_progress_past(page, mark: tuple[int, int], timeout_s: float = 120)
     raise AssertionError(f"the status line did not move past {mark}: {_status(page)!r}")
 
 
+def _wait_for_legend(page, plot: str, series: str, timeout_ms: int = 60_000):
+    """Wait until a plot's legend (drawn by Vega in the browser) names ``series``."""
+    page.wait_for_function(
+        "([sel, name]) => { const el = document.querySelector(sel); return !!el && el.innerText.includes(name); }",
+        arg=[plot, series],
+        timeout=timeout_ms,
+    )
+
+
 def _loss_curve_drawn(page) -> bool:
     # The browser draws the curve (Vega); its legend names the series once data arrived.
     return page.locator("#tl-loss").get_by_text("train loss (per step)").count() > 0
@@ -70,6 +79,10 @@ def test_whole_flow(pw, tmp_path):
         expect(page.get_by_text("Case:").first).to_be_visible(timeout=30_000)
         page.get_by_role("button", name=re.compile("^Apply")).click()
         expect(page.get_by_text(re.compile("Applied the .* plan"))).to_be_visible(timeout=30_000)
+        # The network picture drawn in step 2 (frozen layers and the new head only)
+        # gains the states the plan brought: a plot's colours follow its data.
+        page.get_by_role("tab", name="2 · Model & layers").click()
+        _wait_for_legend(page, "#tl-network", "tapped")
 
         # 4. train long enough to watch: light augmentation keeps every epoch live
         #    (no feature cache), and many epochs keep the job running.
@@ -86,6 +99,8 @@ def test_whole_flow(pw, tmp_path):
             timeout=30_000,
         )
         assert _loss_curve_drawn(page)
+        # the validation loss joins the live curve after the first epoch
+        _wait_for_legend(page, "#tl-loss", "validation loss")
 
         # 5. reload mid-training: the page re-attaches to the running job
         page.reload()

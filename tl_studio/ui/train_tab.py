@@ -77,15 +77,29 @@ def curves(job: train.Job | None) -> tuple[pd.DataFrame | None, pd.DataFrame | N
     snap = job.metrics.snapshot()
     steps, epochs = snap["steps"], snap["epochs"]
     spe = job.metrics.progress().get("steps_per_epoch") or 1
-    loss = [pd.DataFrame({"epoch": steps["step"] / spe, "value": steps["loss"], "series": "train loss (per step)"})]
+    x = steps["step"] / spe
+    loss = [pd.DataFrame({"epoch": x, "value": steps["loss"], "series": "train loss (per step)"})]
     acc = []
     if len(epochs):
         loss.append(pd.DataFrame({"epoch": epochs["epoch"], "value": epochs["val_loss"], "series": "validation loss"}))
         acc.append(pd.DataFrame({"epoch": epochs["epoch"], "value": epochs["train_accuracy"], "series": "train"}))
         acc.append(pd.DataFrame({"epoch": epochs["epoch"], "value": epochs["val_accuracy"], "series": "validation"}))
+    elif len(steps):
+        # The browser fixes a plot's series (its colour domain) when it first
+        # draws it and only swaps the data afterwards (Gradio 6.31), so the
+        # validation series is present from the first frame: one point on the
+        # first training point, which a line cannot draw.
+        loss.append(pd.DataFrame({"epoch": x.iloc[:1], "value": steps["loss"].iloc[:1], "series": "validation loss"}))
     loss_df = pd.concat(loss, ignore_index=True) if len(steps) else None
     acc_df = pd.concat(acc, ignore_index=True) if acc else None
     return loss_df, acc_df
+
+
+# The same colour for a series in every run. Set once in the constructors: a
+# colour map sent with new data makes the browser redraw before that data has
+# arrived (Gradio 6.31).
+LOSS_COLOURS = {"train loss (per step)": "#5b8def", "validation loss": "#f28e2b"}
+ACC_COLOURS = {"train": "#5b8def", "validation": "#f28e2b"}
 
 
 def current_job(ws) -> train.Job | None:
@@ -120,11 +134,11 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
     with gr.Row():
         c.loss_plot = gr.LinePlot(
             x="epoch", y="value", color="series", title="Loss", height=300, elem_id="tl-loss",
-            x_title="epoch", y_title="loss",
+            x_title="epoch", y_title="loss", color_map=LOSS_COLOURS,
         )
         c.acc_plot = gr.LinePlot(
             x="epoch", y="value", color="series", title="Accuracy", height=300, elem_id="tl-acc",
-            x_title="epoch", y_title="accuracy", y_lim=[0, 1],
+            x_title="epoch", y_title="accuracy", y_lim=[0, 1], color_map=ACC_COLOURS,
         )
     c.timer = gr.Timer(POLL_SECONDS, active=False)
     c.settings = [c.epochs, c.batch_size, c.lr, c.optimizer, c.schedule, c.augment, c.label_smoothing,
