@@ -5,7 +5,7 @@
 Drives the real app through the whole flow (demo data, the recommendation,
 measured similarity and the sweep, a short training, evaluation, a
 prediction, an export) and writes one PNG per tab to OUT_DIR. With
-``--readme`` it also replaces ``assets/screenshot.png`` with the Train tab.
+``--readme`` it also replaces ``assets/screenshot.png`` with the Model tab.
 Needs Debian's chromium (or TL_STUDIO_BROWSER) and playwright, as the
 browser tests do; nothing is downloaded.
 """
@@ -41,13 +41,14 @@ def shot(page, out: Path, name: str):
     page.locator(".toast-close").evaluate_all("els => els.forEach(e => e.click())")  # info toasts
     page.wait_for_timeout(400)
     page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(out / f"{name}-top.png"))  # the first screen only, for the README
     print(out / f"{name}.png")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
-    p.add_argument("--readme", action="store_true", help="also replace assets/screenshot.png (the Train tab)")
+    p.add_argument("--readme", action="store_true", help="also replace assets/screenshot.png (the Model tab)")
     p.add_argument("--epochs", type=int, default=12)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ def main() -> int:
             browser.close()
             app.close()
     if args.readme:
-        shutil.copyfile(args.out / "4-train.png", ROOT / "assets" / "screenshot.png")
+        shutil.copyfile(args.out / "2-model-top.png", ROOT / "assets" / "screenshot.png")
     return 0
 
 

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     s = sub.add_parser("train", help="fine-tune a model on a dataset")
     s.add_argument("data", help="dataset folder, .zip or .csv")
     s.add_argument("--model", default="efficientnet_lite0")
-    s.add_argument("--epochs", type=int, default=5)
+    s.add_argument("--epochs", type=int, default=None, help="default: the recommended number with --plan auto, else 5")
     s.add_argument("--out", required=True, help="run directory to write")
     s.add_argument("--plan", default="auto", help="auto | head | full | FILE.json")
     s.add_argument("--seed", type=int, default=0)
@@ -65,7 +65,7 @@ def _plan_and_settings(args, dataset):
         sim = _measured_similarity(args, dataset)
         rec = recommend(args.model, per_class, sim, n)
         log.info("recommended: %s: %s", rec.case, rec.rationale)
-        settings = {"lr": rec.lr, "augment": rec.augment, "batch_size": rec.batch_size}
+        settings = {"lr": rec.lr, "augment": rec.augment, "batch_size": rec.batch_size, "epochs": rec.epochs}
         return rec.plan, settings
     path = Path(choice)
     try:
@@ -161,11 +161,12 @@ def cmd_train(args) -> int:
         validate(plan)
     except PlanError as exc:
         raise CLIError(str(exc)) from None
-    for key, value in (("batch_size", args.batch_size), ("lr", args.lr), ("augment", args.augment)):
+    settings.setdefault("epochs", 5)
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr), ("augment", args.augment)):
         if value is not None:
             settings[key] = value
     try:
-        config = train.TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device, **settings)
+        config = train.TrainConfig(seed=args.seed, device=args.device, **settings)
         from .devices import resolve
 
         resolve(config.device)

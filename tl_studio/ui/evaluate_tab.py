@@ -46,7 +46,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
             c.reliability = gr.Plot(label="Calibration (reliability diagram)", format="png")
     c.mistakes = gr.Gallery(label="Most confident mistakes", columns=6, height="auto")
     gr.Markdown("### Run history")
-    c.history = gr.Dataframe(interactive=False, wrap=True)
+    c.history = gr.Dataframe(interactive=False)  # one line per run; wrapped, the narrow columns broke mid-word
     with gr.Row():
         c.compare_runs = gr.Dropdown(label="Compare runs (curves overlaid)", choices=[], allow_custom_value=True, multiselect=True, scale=3)
         c.compare_btn = gr.Button("Compare", scale=1)
@@ -74,7 +74,8 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
             figs["confusion_normalized" if normalized else "confusion"],
             ev.per_class.round(3),
             figs["reliability"],
-            mistakes,
+            gr.Gallery(value=mistakes, label="Most confident mistakes" if mistakes
+                       else "Most confident mistakes: none, every validation image is classified right"),
             gr.Dropdown(choices=classes, value=classes[0] if classes else None),
             gr.Dropdown(choices=classes, value=classes[1] if len(classes) > 1 else None),
         )
