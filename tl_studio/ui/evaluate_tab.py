@@ -35,7 +35,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     with gr.Row():
         with gr.Column():
             c.normalized = gr.Checkbox(label="Normalise rows (recall per class)", value=False)
-            c.confusion = gr.Plot(label="Confusion matrix", format="png")
+            c.confusion = gr.Plot(label="Confusion matrix", format="png", show_label=False)  # the figure has its title
             with gr.Row():
                 c.true_cls = gr.Dropdown(label="True class", choices=[], allow_custom_value=True)
                 c.pred_cls = gr.Dropdown(label="Predicted class", choices=[], allow_custom_value=True)
@@ -43,7 +43,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
             c.cell = gr.Gallery(label="Images in that cell", columns=6, height="auto")
         with gr.Column():
             c.per_class = gr.Dataframe(label="Per class", interactive=False)
-            c.reliability = gr.Plot(label="Calibration (reliability diagram)", format="png")
+            c.reliability = gr.Plot(label="Calibration (reliability diagram)", format="png", show_label=False)
     c.mistakes = gr.Gallery(label="Most confident mistakes", columns=6, height="auto")
     gr.Markdown("### Run history")
     c.history = gr.Dataframe(interactive=False)  # one line per run; wrapped, the narrow columns broke mid-word
