@@ -115,13 +115,14 @@ def curves_figure(epochs: pd.DataFrame | None, title: str = "") -> Figure:
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     x = epochs["epoch"]
-    for ax, key, name in ((ax_loss, "loss", "Loss"), (ax_acc, "accuracy", "Accuracy")):
+    # Losses fall and accuracies rise: each legend sits where its curves are not.
+    for ax, key, name, corner in ((ax_loss, "loss", "Loss", "upper right"), (ax_acc, "accuracy", "Accuracy", "lower right")):
         ax.plot(x, epochs[f"train_{key}"], "o-", color="tab:blue", label=f"train {key}")
         ax.plot(x, epochs[f"val_{key}"], "s-", color="tab:orange", label=f"validation {key}")
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
+        ax.legend(loc=corner, fontsize=9)
         _epoch_axis(ax, int(x.max()))
     ax_acc.set_ylim(0, 1.02)
     if title:
