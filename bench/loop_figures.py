@@ -233,8 +233,9 @@ def feature_cache(*, epochs: int, n_train: int, n_val: int, repeats: int, real=N
         f"uncached: {each_off:.1f} s per epoch. Curves differ by at most {dloss:.1e} (train loss), "
         f"{dval:.1e} (val loss), {dacc:.2f} (val accuracy)",
         limit=f"N = {epochs} when one extraction pass dominates; on the 200-image demo the fixed costs "
-        "(building the folded copy, ~0.4 s; the first and last checkpoints; ~50-70 ms of per-epoch "
-        "bookkeeping) weigh against one 2.5 s pass over the images: N x E / (E + fixed).",
+        "(building the folded copy, ~0.35 s; the first and last checkpoints, ~0.2 s each; ~20 ms of "
+        "per-epoch bookkeeping) weigh against one 2-2.5 s pass over the images: N x E / (E + fixed), "
+        "about 8 here, and closer to N the more images there are.",
         lever="tl_studio/train/cache.py (`FeatureCache.build`), extract.py (`FrozenPrefix` build time), "
         "loop.py `fit` (per-epoch bookkeeping, CHECKPOINT_SECONDS) and surgery.py (`TransferModel.train`, "
         "~8 ms per mode switch).",

@@ -49,3 +49,28 @@ def test_stop_between_checkpoints_then_resume_trains_the_same(tmp_path, monkeypa
         if v.is_floating_point():
             torch.testing.assert_close(result.state[k], v, rtol=1e-4, atol=1e-5)
     assert int(load_last(tmp_path / LAST)["epoch"]) == 3  # the last epoch always checkpoints
+
+
+def test_the_best_weights_copy_survives_later_training_and_phases():
+    """``_state`` copies only what the phase trains; no later step or unfreezing may alter a copy."""
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[6])
+    plan.unfreeze_all_at = 1  # epoch 2 on: every layer trains, the frozen ones included
+    data = demo_data(4, 2)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-3, device="cpu", cache="off")
+    taken = []
+
+    def at_each_epoch(trainer, event, info):
+        if event == "epoch":
+            truth = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            taken.append((trainer._state(), truth))
+
+    Trainer(plan, cfg, data, pretrained=False, callbacks=[at_each_epoch]).fit()
+    assert len(taken) == 3
+    for state, truth in taken:
+        assert state.keys() == truth.keys()
+        for k, v in truth.items():
+            assert torch.equal(state[k], v), k
+    # the stem, frozen in epoch 1, did change afterwards: the copy above had to survive that
+    first, last = taken[0][1], taken[-1][1]
+    assert any(not torch.equal(first[k], last[k]) for k in first if k.startswith("body.0."))

@@ -161,6 +161,7 @@ class Trainer:
         self.optimizer = None
         self.phase = None
         self._fast = None
+        self._frozen_k = 0
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -211,6 +212,27 @@ class Trainer:
         self.phase = phase
         self.cache = None  # the frozen prefix changed
         self._fast = None
+        self._frozen_k = model.frozen_prefix()
+        self._snapshot_frozen()
+
+    def _snapshot_frozen(self):
+        """Split the weights into what this phase can change and a CPU copy of the rest.
+
+        A frozen parameter never changes, nor does a buffer (BatchNorm
+        statistics) of a module that is in eval mode while training, so the
+        per-epoch copy of the best weights (``_state``) copies only the rest: a
+        head's few tensors instead of the whole network, every improved epoch.
+        """
+        model = self.model
+        was_training = model.training
+        model.train()  # the modes training runs in: frozen stages are in eval mode
+        changing = {n for n, p in model.named_parameters() if p.requires_grad}
+        for name, module in model.named_modules():
+            if module.training:
+                changing.update(f"{name}.{b}" if name else b for b, _ in module.named_buffers(recurse=False))
+        model.train(was_training)
+        self._live = model.state_dict()  # detached references, read at each copy
+        self._frozen_cpu = {k: v.to("cpu", copy=True) for k, v in self._live.items() if k not in changing}
 
     # ---- data -------------------------------------------------------------------------
     def _inputs(self, idx: torch.Tensor, train: bool, raw: torch.Tensor | None = None) -> torch.Tensor:
@@ -252,7 +274,7 @@ class Trainer:
     def _maybe_cache(self):
         """Build the feature cache for the current frozen prefix, if it applies and fits."""
         model, cfg = self.model, self.cfg
-        k = model.frozen_prefix()
+        k = self._frozen_k
         if cfg.cache == "off" or k == 0 or not self.augment.is_identity:
             self.cache = None
             return
@@ -282,7 +304,7 @@ class Trainer:
 
     def _fast_prefix(self) -> FrozenPrefix | None:
         """The folded inference copy of the current frozen prefix (None if nothing is frozen)."""
-        k = self.model.frozen_prefix()
+        k = self._frozen_k
         if k == 0 or not self.cfg.fold_frozen:
             return None
         if self._fast is None or self._fast.k != k:
@@ -439,7 +461,11 @@ class Trainer:
 
     # ---- the whole run -------------------------------------------------------------------
     def _state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        """A CPU copy of the current weights that later training cannot alter."""
+        if self.phase is None:  # before the first phase: nothing is split yet
+            return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        frozen = self._frozen_cpu
+        return {k: frozen[k] if k in frozen else v.to("cpu", copy=True) for k, v in self._live.items()}
 
     def _metadata(self, validated: bool, epoch: int | None) -> dict[str, str]:
         return {
@@ -501,6 +527,7 @@ class Trainer:
             self.optimizer.load_state_dict(payload["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise rundir.RunError(f"{self.run_dir / rundir.LAST}: does not match this plan ({exc})") from None
+        self._snapshot_frozen()  # the loaded weights, not the ones the phases were entered with
         self.step = int(payload["step"])
         self.batch_size = int(payload.get("batch_size", self.batch_size))
         torch.set_rng_state(payload["rng"])
