@@ -114,10 +114,10 @@ def main(argv=None) -> int:
         from bench.app_figures import app_rows
 
         try:
-            return app_rows(overhead_epochs=4, repeats=3, requests=8)
+            return app_rows(overhead_epochs=4, window_epochs=30, requests=8)
         except Exception:  # e.g. the server killed from outside on a shared machine: once more
             log.exception("the app figures failed; trying once more with a fresh server")
-            return app_rows(overhead_epochs=4, repeats=3, requests=8)
+            return app_rows(overhead_epochs=4, window_epochs=30, requests=8)
 
     if only & {"5", "6"}:
         step("5" if "5" in only else "6", "the app (figures 5 and 6)", app)
