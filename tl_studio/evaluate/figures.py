@@ -116,7 +116,8 @@ def curves_figure(epochs: pd.DataFrame | None, title: str = "") -> Figure:
     ax_loss, ax_acc = fig.subplots(1, 2)
     x = epochs["epoch"]
     # Losses fall and accuracies rise: each legend sits where its curves are not.
-    for ax, key, name, corner in ((ax_loss, "loss", "Loss", "upper right"), (ax_acc, "accuracy", "Accuracy", "lower right")):
+    panels = ((ax_loss, "loss", "Loss", "upper right"), (ax_acc, "accuracy", "Accuracy", "lower right"))
+    for ax, key, name, corner in panels:
         ax.plot(x, epochs[f"train_{key}"], "o-", color="tab:blue", label=f"train {key}")
         ax.plot(x, epochs[f"val_{key}"], "s-", color="tab:orange", label=f"validation {key}")
         ax.set_xlabel("epoch")
