@@ -209,6 +209,20 @@ class WindowedPoller(Poller):
         return polled, quiet
 
 
+def _watched_job(client, epochs, batch_size, lr, augment, make_poller, timeout: float) -> "Poller":
+    """Start a training job through the app and follow it with a poller until it has finished."""
+    r = client.predict("local", MODEL, *_settings(epochs, batch_size, lr, augment), api_name="/start_training")
+    poller = make_poller(r[1])
+    poller.start()
+    poller.join(timeout)
+    if poller.error is not None:
+        raise poller.error
+    if poller.snap is None or poller.snap["status"] != "finished":
+        state = poller.snap["status"] if poller.snap else "unseen"
+        raise RuntimeError(f"{type(poller).__name__} job ended {state}: {(poller.snap or {}).get('error')}")
+    return poller
+
+
 def _settings(epochs, batch_size, lr, augment):
     # the order of /start_training's inputs after (workspace, model)
     return [int(epochs), int(batch_size), float(lr), "adamw", "cosine", augment, 0.1, 0.01, 0, 0, "cpu"]
@@ -259,27 +273,14 @@ def app_rows(*, overhead_epochs: int, window_epochs: int, requests: int) -> list
         aug = "light"  # uncached: the frozen backbone runs every step, so the overhead has something to slow
 
         # 6b's poller reads every second from start to end, as the UI's timer does.
-        r = client.predict("local", MODEL, *_settings(overhead_epochs, bs, lr, aug), api_name="/start_training")
-        poller = Poller(client, r[1], interval=1.0)
-        poller.start()
-        poller.join(600)
-        if poller.error is not None:
-            raise poller.error
-        if poller.snap["status"] != "finished":
-            raise RuntimeError(f"polled job ended {poller.snap['status']}: {poller.snap.get('error')}")
+        poller = _watched_job(client, overhead_epochs, bs, lr, aug, lambda job_id: Poller(client, job_id), 600)
         stale, poll_lat = poller.staleness(), poller.latencies
 
         # 6: one long job, polled each second in some windows and left alone in the ones
         # between. Epochs next to each other in time are compared, so the machine's own
         # drift (this shared 2-core VM's speed wanders by a third over minutes) cancels.
-        r = client.predict("local", MODEL, *_settings(window_epochs, bs, lr, aug), api_name="/start_training")
-        windowed = WindowedPoller(client, r[1], window=WINDOW_SECONDS)
-        windowed.start()
-        windowed.join(900)
-        if windowed.error is not None:
-            raise windowed.error
-        if windowed.snap["status"] != "finished":
-            raise RuntimeError(f"windowed job ended {windowed.snap['status']}: {windowed.snap.get('error')}")
+        windowed = _watched_job(client, window_epochs, bs, lr, aug,
+                                lambda job_id: WindowedPoller(client, job_id, window=WINDOW_SECONDS), 900)
         polled_rates, quiet_rates = windowed.rates_by_window()
         ui, hl = median(polled_rates), median(quiet_rates)
         ratio = ui / hl

@@ -54,6 +54,13 @@ def _set_submodule(root: nn.Module, target: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
+def _recompile(gm: fx.GraphModule) -> None:
+    """Drop the nodes and submodules a rewrite left unused, then regenerate the forward."""
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+
+
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """An eval-mode copy of ``module`` with each BatchNorm folded into its conv.
 
@@ -83,9 +90,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
         folded += 1
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+    _recompile(gm)
     log.debug("folded %d BatchNorm layer(s) in %s", folded, type(module).__name__)
     return gm
 
@@ -223,9 +228,7 @@ def lower_for_cpu(module: nn.Module) -> nn.Module:
         act_node.replace_all_uses_with(node)
         gm.graph.erase_node(act_node)
         fused += 1
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+    _recompile(gm)
     log.debug("CPU lowering: %d padding copies removed, %d activations fused", unpadded, fused)
     return gm
 

@@ -72,17 +72,21 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
         r = _rec(ws, model, ipc, sim)
         return rec_text(r), cases_figure(r.images_per_class, r.similarity, r.case)
 
-    def measure(ws_id, model, progress=gr.Progress()):
-        ws = ctx.ws(ws_id)
+    def _measured(ws, model, progress, at: float, desc: str, **what):
+        """``measure_dataset`` on the workspace's data, decoded once; bad input becomes a UI error."""
         if ws.dataset is None:
             raise fail("Data: load a dataset first (tab 1)")
         progress(0.1, desc="decoding images")
         data = decoded(ws, model)
-        progress(0.4, desc="running the pretrained network")
+        progress(at, desc=desc)
         try:
-            report, _ = measure_dataset(model, ws.dataset, store=data.images)
+            return measure_dataset(model, ws.dataset, store=data.images, **what)
         except ValueError as exc:
             raise fail(str(exc)) from None
+
+    def measure(ws_id, model, progress=gr.Progress()):
+        ws = ctx.ws(ws_id)
+        report, _ = _measured(ws, model, progress, 0.4, "running the pretrained network")
         text = (
             f"**Measured similarity {report.similarity:.2f}**, transferability (LogME) "
             f"{report.transferability:.2f} nats/image ({report.transferability_normalised:.0%} of label variance "
@@ -93,15 +97,8 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
 
     def sweep(ws_id, model, ipc, sim, progress=gr.Progress()):
         ws = ctx.ws(ws_id)
-        if ws.dataset is None:
-            raise fail("Data: load a dataset first (tab 1)")
-        progress(0.1, desc="decoding images")
-        data = decoded(ws, model)
-        progress(0.3, desc="features at every depth, then a linear probe each")
-        try:
-            _, table = measure_dataset(model, ws.dataset, similarity=False, sweep=True, store=data.images)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
+        _, table = _measured(ws, model, progress, 0.3, "features at every depth, then a linear probe each",
+                             similarity=False, sweep=True)
         ws.state["sweep"] = (model, table)
         r = _rec(ws, model, ipc, sim)
         shown = table[["depth", "layer", "val_accuracy", "train_accuracy", "feature_dim"]]
