@@ -54,8 +54,7 @@ def test_stop_between_checkpoints_then_resume_trains_the_same(tmp_path, monkeypa
 def test_the_best_weights_copy_survives_later_training_and_phases():
     """``_state`` copies only what the phase trains; no later step or unfreezing may alter a copy."""
     names = body_layer_names(FAST)
-    plan = Plan.freeze_upto(FAST, 4, names, names[6])
-    plan.unfreeze_all_at = 1  # epoch 2 on: every layer trains, the frozen ones included
+    plan = Plan.freeze_upto(FAST, 4, names, names[6], unfreeze_all_at=1)  # epoch 2 on: every layer trains
     data = demo_data(4, 2)
     cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-3, device="cpu", cache="off")
     taken = []

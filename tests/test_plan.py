@@ -1,7 +1,9 @@
 """Layer plans: JSON round trip and clear errors."""
 
+import dataclasses
 import json
 
+import jsonschema
 import pytest
 
 from tl_studio.plan import HeadSpec, Plan, PlanError, json_schema
@@ -87,19 +89,72 @@ def test_longest_name_decides():
         layers={"layer1": "frozen", "layer1.1.bn2": "train"},
         default="train",
     )
-    assert plan.state_of("layer1.0.conv1.weight") == "frozen"
-    assert plan.state_of("layer1.1.bn2.weight") == "train"
-    assert plan.state_of("layer10.weight") == "train"  # "layer1" is no prefix of "layer10"
-    assert plan.state_of("layer2.0.conv1.weight") == "train"
+    assert plan.choice_of("layer1.0.conv1.weight") == "frozen"
+    assert plan.choice_of("layer1.1.bn2.weight") == "train"
+    assert plan.choice_of("layer10.weight") == "train"  # "layer1" is no prefix of "layer10"
+    assert plan.choice_of("layer2.0.conv1.weight") == "train"
 
 
 def test_freeze_upto_helper():
     names = body_layer_names("resnet18")
     plan = Plan.freeze_upto("resnet18", 3, names, "layer2.1")
     validate(plan)
-    assert plan.layers["layer2.1"] == "frozen" and plan.layers["layer3.0"] == "train"
+    assert plan.choice_of("layer2.1") == "frozen" and plan.choice_of("layer3.0") == "train"
+    # Canonical: only the entries that differ from the default are listed.
+    assert set(plan.layers.values()) == {"frozen"}
 
 
 def test_family_prefixes_are_valid_names():
     plan = Plan(model="resnet18", head=HeadSpec(3), layers={"layer1": "frozen", "stem": "frozen"})
     validate(plan)
+
+
+def test_plans_are_immutable_values():
+    plan = Plan.head_only("resnet18", 3, taps=["layer2.1"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.default = "train"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.head.num_classes = 4
+    with pytest.raises(TypeError, match="cannot be changed in place"):
+        plan.layers["stem"] = "train"
+    with pytest.raises(AttributeError):
+        plan.taps.append("layer3.1")
+    again = plan.with_classes(4)
+    assert again.head.num_classes == 4 and plan.head.num_classes == 3
+    assert hash(plan) == hash(Plan.from_json(plan.to_json()))
+
+
+def test_plans_are_canonical():
+    # An entry that repeats what its parent (or the default) gives is dropped; order does not matter.
+    a = Plan(model="resnet18", head=HeadSpec(3), default="train",
+             layers={"layer2": "frozen", "layer1": "train", "layer2.0": "frozen", "layer2.0.bn1": "train"})
+    b = Plan(model="resnet18", head=HeadSpec(3), default="train",
+             layers={"layer2.0.bn1": "train", "layer2": "frozen"})
+    assert a == b and a.to_json() == b.to_json()
+    assert list(a.layers) == ["layer2", "layer2.0.bn1"]
+    # Setting a layer as a whole removes the finer entries inside it.
+    c = a.with_layers(["layer2"], "train")
+    assert dict(c.layers) == {} and c == Plan.full("resnet18", 3)
+
+
+def test_version_1_plans_still_read():
+    old = Plan.full("resnet18", 3).to_dict()
+    old.update(version=1, layers={"stem": "frozen", "layer1": "train"})  # v1 could list redundant entries
+    plan = Plan.from_dict(old)
+    assert dict(plan.layers) == {"stem": "frozen"}
+    assert plan.to_dict()["version"] == 2
+    with pytest.raises(PlanError, match="reads plan versions 1, 2"):
+        Plan.from_dict({**old, "version": 3})
+
+
+def test_every_written_plan_validates_against_the_schema():
+    schema = json_schema()
+    names = body_layer_names("resnet18")
+    plans = [Plan.full("resnet18", 2), Plan.head_only("resnet18", 7, taps=["layer2.1", "layer3.1"]),
+             Plan.freeze_upto("resnet18", 3, names, "layer2.1", bn="train", cut_after="layer3.1")]
+    for plan in plans:
+        jsonschema.validate(plan.to_dict(), schema)
+    bad = Plan.full("resnet18", 2).to_dict()
+    bad["head"]["num_classes"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)

@@ -23,7 +23,7 @@ def layout(rec: Recommendation) -> dict:
     names = body_layer_names(plan.model)
     cut, taps = validate(plan)
     kept = names[: cut + 1]
-    states = [plan.state_of(n + ".weight") for n in kept]
+    states = [plan.choice_of(n + ".weight") for n in kept]
     frozen = 0
     while frozen < len(states) and states[frozen] == FROZEN:
         frozen += 1
@@ -55,14 +55,14 @@ def test_corners_match_the_source_text(model_name, n, sim, case):
     assert plan.head.num_classes == 7
     if case == "small_similar":
         # new FC head, everything else frozen, no cut
-        assert got["cut"] == got["last"] and plan.cut_after is None and plan.taps == []
+        assert got["cut"] == got["last"] and plan.cut_after is None and plan.taps == ()
         assert got["frozen"] == got["kept"]
         assert plan.head.fc_layers == 1
         assert plan.unfreeze_all_at is None
         assert rec.use_cache and rec.augment == "none" and rec.freeze_fraction == 1.0
     elif case == "large_similar" or case == "large_different":
         # new last layer, train everything (nothing frozen), no cut
-        assert got["cut"] == got["last"] and plan.cut_after is None and plan.taps == []
+        assert got["cut"] == got["last"] and plan.cut_after is None and plan.taps == ()
         assert got["frozen"] == 0 and rec.freeze_fraction == 0.0
         assert plan.head.fc_layers == 1
         assert plan.body_lr_ratio < 1.0
@@ -132,8 +132,8 @@ def test_taps_for_small_data_with_middling_similarity():
     assert rec.use_cache
     assert "second approach" in rec.rationale
     # similar or clearly different small data gets no taps
-    assert recommend("resnet18", 40, 0.95, 3, device="cpu").plan.taps == []
-    assert recommend("resnet18", 40, 0.05, 3, device="cpu").plan.taps == []
+    assert recommend("resnet18", 40, 0.95, 3, device="cpu").plan.taps == ()
+    assert recommend("resnet18", 40, 0.05, 3, device="cpu").plan.taps == ()
 
 
 # ---- plans are real: JSON round trip, validation, a forward pass ------------------------------
@@ -186,7 +186,7 @@ def test_sweep_moves_the_cut_but_keeps_the_corner():
     assert late.plan.cut_after is not None and late.keep_fraction <= 0.5
     # nor can any sweep cut a small-similar plan
     sim = recommend(model, 20, 0.95, 4, device="cpu", sweep=_sweep(model, "layer1.1"))
-    assert sim.plan.cut_after is None and sim.plan.taps == []
+    assert sim.plan.cut_after is None and sim.plan.taps == ()
     # but its curve still comes with the plan as evidence
     assert "Sweep evidence" in sim.rationale and "layer1.1" in sim.rationale
     # the sweep table travels in the JSON

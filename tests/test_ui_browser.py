@@ -7,7 +7,9 @@ import re
 import pytest
 
 from .conftest import DATA
-from .uikit import RunningApp, launch_browser
+from tl_studio.ui.checklist import TAP_MARK
+
+from .uikit import RunningApp, choose, launch_browser
 
 pytestmark = pytest.mark.browser
 
@@ -80,9 +82,9 @@ def test_whole_flow(pw, tmp_path):
         page.get_by_role("button", name=re.compile("^Apply")).click()
         expect(page.get_by_text(re.compile("Applied the .* plan"))).to_be_visible(timeout=30_000)
         # The network picture drawn in step 2 (frozen layers and the new head only)
-        # gains the states the plan brought: a plot's colours follow its data.
+        # gains what the plan brought: its taps are marked on the layers' labels.
         page.get_by_role("tab", name="2 · Model & layers").click()
-        _wait_for_legend(page, "#tl-network", "tapped")
+        _wait_for_legend(page, "#tl-network", TAP_MARK)
 
         # 4. train long enough to watch: light augmentation keeps every epoch live
         #    (no feature cache), and many epochs keep the job running.
@@ -117,8 +119,11 @@ def test_whole_flow(pw, tmp_path):
         page.locator("#tl-stop").click()
         expect(page.locator("#tl-status")).to_contain_text("Stopped", timeout=60_000)
 
-        # 7. predict on an uploaded photo
+        # 7. predict on an uploaded photo: a stopped run is listed, marked, and chosen by hand
         page.get_by_role("tab", name="6 · Predict").click()
+        page.wait_for_timeout(1000)
+        expect(page.locator("#tl-predict-run input")).to_have_value("")
+        choose(page, "#tl-predict-run", re.compile("stopped"))
         expect(page.locator("#tl-predict-run input")).not_to_have_value("", timeout=15_000)
         page.locator("#tl-predict-image input[type=file]").set_input_files(str(DATA / "coffee.jpg"))
         page.locator("#tl-predict-go").click()
@@ -127,6 +132,7 @@ def test_whole_flow(pw, tmp_path):
 
         # 8. download an export
         page.get_by_role("tab", name="7 · Export").click()
+        # The run picked in one tab stays picked in the others.
         expect(page.locator("#tl-export-run input")).not_to_have_value("", timeout=15_000)
         page.locator("#tl-export-pt2").click()
         link = page.locator("#tl-export-files a[download=\"model.pt2\"]")

@@ -89,3 +89,9 @@ class RunningApp:
 
     def close(self):
         self.demo.close()
+
+
+def choose(page, dropdown: str, option) -> None:
+    """Pick ``option`` (text or pattern) in the Gradio dropdown with elem_id ``dropdown`` ("#tl-...")."""
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option).first.click()

@@ -1,22 +1,38 @@
 """The layer plan: which layers freeze, train or go, and what new head to add.
 
-A plan is plain data with one JSON form. ``tl-studio train --plan FILE.json``,
-``tl-studio recommend --json`` and a run's ``config.json`` all carry exactly
-this form, so a plan made in the UI can be trained from the CLI and back.
+A plan is an immutable value with one JSON form. ``tl-studio train --plan
+FILE.json``, ``tl-studio recommend --json`` and a run's ``config.json`` all
+carry exactly this form, so a plan made in the UI can be trained from the CLI
+and back. Edit a plan with :func:`dataclasses.replace` or its ``with_*``
+methods: a job holds the plan it was started with, and nothing can change it
+under the job.
 
 Layer names are the stable names of the layer table (``tl-studio layers
 MODEL``). A name may be a coarse layer ("layer3.1") or anything inside one
 ("layer3.1.bn2"); for each parameter the longest matching name decides.
+
+A plan is canonical: ``layers`` holds only the entries that change what some
+parameter would otherwise get (from a shorter name, or ``default``), sorted by
+name. Two plans that train the same parameters the same way are equal, and a
+round trip through the UI's controls never leaves a redundant entry behind.
+
+Which parameters actually train (the BatchNorm policy included) is decided in
+one place, :func:`tl_studio.states.layer_states`; this module only stores the
+user's choices.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from typing import Iterable, Mapping
 
 SCHEMA = "tl-studio/plan"
-VERSION = 1
+# 2: canonical ``layers`` (1 could list redundant entries; it reads the same).
+VERSION = 2
+READS_VERSIONS = (1, 2)
 FROZEN, TRAIN = "frozen", "train"
 BN_POLICIES = ("frozen", "train")
 
@@ -25,7 +41,48 @@ class PlanError(ValueError):
     """A plan that cannot be applied to its model; the message says which field and why."""
 
 
-@dataclass
+class LayerChoices(dict):
+    """An immutable name -> "frozen" | "train" mapping (a dict, so JSON and ``==`` just work)."""
+
+    def _readonly(self, *args, **kwargs):
+        raise TypeError("a plan's layers cannot be changed in place; use plan.with_layers(...) or dataclasses.replace")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _readonly
+
+    def __hash__(self):  # a frozen plan is hashable
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self):
+        return (LayerChoices, (dict(self),))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _canonical(layers: Mapping[str, str], default: str) -> LayerChoices:
+    """Drop every entry that repeats what a shorter matching name (or the default) gives.
+
+    Shortest names first, so an entry is compared with the entries kept above
+    it; a dropped entry had its parent's state, so it never changes the
+    parent that a deeper entry sees.
+    """
+    kept: dict[str, str] = {}
+    for name in sorted(layers, key=lambda n: (n.count("."), n)):
+        parents = [p for p in kept if _matches(name, p) and p != name]
+        inherited = kept[max(parents, key=len)] if parents else default
+        if layers[name] != inherited:
+            kept[name] = layers[name]
+    return LayerChoices(sorted(kept.items()))
+
+
+@dataclass(frozen=True)
 class HeadSpec:
     """The new classifier: one FC layer, or two with a hidden layer between."""
 
@@ -38,17 +95,17 @@ class HeadSpec:
         return 2 if self.hidden else 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     model: str
     head: HeadSpec
     # layer name -> "frozen" | "train"; unlisted parameters follow `default`
-    layers: dict[str, str] = field(default_factory=dict)
+    layers: Mapping[str, str] = field(default_factory=LayerChoices)
     default: str = TRAIN
     # every body layer after this one is removed (None: keep all)
     cut_after: str | None = None
     # layers whose globally pooled outputs are concatenated to feed the head
-    taps: list[str] = field(default_factory=list)
+    taps: tuple[str, ...] = ()
     # "frozen": BatchNorm in frozen parts keeps its statistics and affine weights;
     # "train": those BatchNorm layers train (statistics and affine) anyway
     bn: str = "frozen"
@@ -60,16 +117,26 @@ class Plan:
     # from this epoch on, every kept layer trains ("sometimes it pays", at a lower lr)
     unfreeze_all_at: int | None = None
 
+    def __post_init__(self):
+        # Normalise containers so that equal plans compare (and serialise) equal.
+        # Values of the wrong type are left for check_values() to name.
+        if isinstance(self.taps, (list, tuple)):
+            object.__setattr__(self, "taps", tuple(dict.fromkeys(self.taps)))
+        if isinstance(self.layers, Mapping) and all(
+            isinstance(k, str) and v in (FROZEN, TRAIN) for k, v in self.layers.items()
+        ) and self.default in (FROZEN, TRAIN):
+            object.__setattr__(self, "layers", _canonical(self.layers, self.default))
+
     # ---- construction helpers -------------------------------------------------
     @classmethod
     def head_only(cls, model: str, num_classes: int, **kw) -> "Plan":
         """Freeze the whole pretrained body; train only a new head."""
-        return cls(model=model, head=HeadSpec(num_classes), default=FROZEN, **kw)
+        return cls(model=model, head=kw.pop("head", HeadSpec(num_classes)), default=FROZEN, **kw)
 
     @classmethod
     def full(cls, model: str, num_classes: int, **kw) -> "Plan":
         """Replace the classifier, train everything."""
-        return cls(model=model, head=HeadSpec(num_classes), default=TRAIN, **kw)
+        return cls(model=model, head=kw.pop("head", HeadSpec(num_classes)), default=TRAIN, **kw)
 
     @classmethod
     def freeze_upto(cls, model: str, num_classes: int, layer_names: list[str], upto: str, **kw) -> "Plan":
@@ -78,15 +145,61 @@ class Plan:
             raise PlanError(f"freeze_upto: unknown layer {upto!r}")
         stop = layer_names.index(upto)
         layers = {n: (FROZEN if i <= stop else TRAIN) for i, n in enumerate(layer_names)}
-        return cls(model=model, head=HeadSpec(num_classes), layers=layers, **kw)
+        return cls(model=model, head=kw.pop("head", HeadSpec(num_classes)), layers=layers, **kw)
+
+    # ---- editing (new values; a plan never changes) -------------------------------
+    def with_layers(self, names: Iterable[str], state: str) -> "Plan":
+        """Set whole layers (and everything inside them) to ``state``."""
+        names = list(names)
+        layers = {k: v for k, v in self.layers.items() if not any(_matches(k, n) for n in names)}
+        layers.update({n: state for n in names})
+        return replace(self, layers=layers)
+
+    def with_classes(self, num_classes: int) -> "Plan":
+        if num_classes == self.head.num_classes:
+            return self
+        return replace(self, head=replace(self.head, num_classes=num_classes))
+
+    def choice_of(self, name: str) -> str:
+        """The user's choice for a parameter or layer (full name): the longest matching entry, else the default.
+
+        This is what the checklist shows. Whether a parameter really trains also
+        depends on the BatchNorm policy and the cut: see :func:`tl_studio.states.layer_states`.
+        """
+        best, state = -1, self.default
+        for entry, s in self.layers.items():
+            if _matches(name, entry) and len(entry) > best:
+                best, state = len(entry), s
+        return state
+
+    def has_finer_entries(self, name: str) -> bool:
+        """Whether some entry names something strictly inside ``name``."""
+        return any(entry.startswith(name + ".") for entry in self.layers)
 
     # ---- JSON -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"schema": SCHEMA, "version": VERSION, **d}
+        return {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "model": self.model,
+            "head": {"num_classes": self.head.num_classes, "hidden": self.head.hidden, "dropout": self.head.dropout},
+            "layers": dict(self.layers),
+            "default": self.default,
+            "cut_after": self.cut_after,
+            "taps": list(self.taps),
+            "bn": self.bn,
+            "body_lr_ratio": self.body_lr_ratio,
+            "head_warmup_epochs": self.head_warmup_epochs,
+            "unfreeze_all_at": self.unfreeze_all_at,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def digest(self) -> str:
+        """sha256 of the canonical JSON: what a run's weights record to name their plan."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
@@ -97,8 +210,10 @@ class Plan:
         version = data.pop("version", VERSION)
         if schema != SCHEMA:
             raise PlanError(f"schema: expected {SCHEMA!r}, got {schema!r}")
-        if version != VERSION:
-            raise PlanError(f"version: this tl-studio reads plan version {VERSION}, got {version!r}")
+        if version not in READS_VERSIONS:
+            raise PlanError(
+                f"version: this tl-studio reads plan versions {', '.join(map(str, READS_VERSIONS))}, got {version!r}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -114,6 +229,8 @@ class Plan:
             raise PlanError(f"head: unknown field(s) {', '.join(sorted(set(head) - head_known))}")
         if "num_classes" not in head:
             raise PlanError("head.num_classes: missing")
+        if "taps" in data and not isinstance(data["taps"], list):
+            raise PlanError("taps: must be a list of layer names")
         plan = cls(head=HeadSpec(**head), **data)
         plan.check_values()
         return plan
@@ -134,11 +251,12 @@ class Plan:
             raise PlanError("model: must be a model name")
         if not isinstance(h.num_classes, int) or isinstance(h.num_classes, bool) or h.num_classes < 2:
             raise PlanError(f"head.num_classes: must be an integer of at least 2, got {h.num_classes!r}")
-        if not isinstance(h.hidden, int) or h.hidden < 0:
+        if not isinstance(h.hidden, int) or isinstance(h.hidden, bool) or h.hidden < 0:
             raise PlanError(f"head.hidden: must be 0 (one FC layer) or a positive width, got {h.hidden!r}")
-        if not isinstance(h.dropout, (int, float)) or not 0.0 <= h.dropout < 1.0:
+        if (not isinstance(h.dropout, (int, float)) or isinstance(h.dropout, bool)
+                or not 0.0 <= h.dropout < 1.0):
             raise PlanError(f"head.dropout: must be in [0, 1), got {h.dropout!r}")
-        if not isinstance(self.layers, dict):
+        if not isinstance(self.layers, Mapping):
             raise PlanError("layers: must map layer names to 'frozen' or 'train'")
         for name, state in self.layers.items():
             if state not in (FROZEN, TRAIN):
@@ -147,20 +265,23 @@ class Plan:
             raise PlanError(f"default: must be 'frozen' or 'train', got {self.default!r}")
         if self.bn not in BN_POLICIES:
             raise PlanError(f"bn: must be one of {BN_POLICIES}, got {self.bn!r}")
-        if not isinstance(self.taps, list) or not all(isinstance(t, str) for t in self.taps):
+        if not isinstance(self.taps, tuple) or not all(isinstance(t, str) for t in self.taps):
             raise PlanError("taps: must be a list of layer names")
         if self.cut_after is not None and not isinstance(self.cut_after, str):
             raise PlanError(f"cut_after: must be a layer name or null, got {self.cut_after!r}")
-        if not isinstance(self.body_lr_ratio, (int, float)) or not 0.0 < self.body_lr_ratio <= 1.0:
+        if (not isinstance(self.body_lr_ratio, (int, float)) or isinstance(self.body_lr_ratio, bool)
+                or not 0.0 < self.body_lr_ratio <= 1.0):
             raise PlanError(f"body_lr_ratio: must be in (0, 1], got {self.body_lr_ratio!r}")
-        if not isinstance(self.head_warmup_epochs, int) or self.head_warmup_epochs < 0:
+        if (not isinstance(self.head_warmup_epochs, int) or isinstance(self.head_warmup_epochs, bool)
+                or self.head_warmup_epochs < 0):
             raise PlanError(f"head_warmup_epochs: must be a non-negative integer, got {self.head_warmup_epochs!r}")
         if self.unfreeze_all_at is not None and (
-            not isinstance(self.unfreeze_all_at, int) or self.unfreeze_all_at < 0
+            not isinstance(self.unfreeze_all_at, int) or isinstance(self.unfreeze_all_at, bool)
+            or self.unfreeze_all_at < 0
         ):
             raise PlanError(f"unfreeze_all_at: must be null or a non-negative integer, got {self.unfreeze_all_at!r}")
 
-    def resolve(self, body_names: list[str], known_names: set[str]) -> tuple[int, list[int]]:
+    def resolve(self, body_names: list[str] | tuple[str, ...], known_names) -> tuple[int, list[int]]:
         """Check the plan against a model; return (index of the last kept layer, tap indices).
 
         ``body_names`` are the model's body layers in order (the classifier,
@@ -168,6 +289,7 @@ class Plan:
         names a plan may use (layers and anything inside them).
         """
         self.check_values()
+        body_names = list(body_names)
         classifier_hint = "the classifier is always replaced by the new head"
 
         def unknown(field_name: str, name: str) -> PlanError:
@@ -209,19 +331,9 @@ class Plan:
             raise PlanError(f"taps: {', '.join(late)} lie after cut_after={self.cut_after!r}, which removes them")
         return cut, sorted(set(taps))
 
-    def state_of(self, param_name: str, bn_param: bool = False) -> str:
-        """'frozen' or 'train' for one parameter (full name), by longest matching name."""
-        best, state = -1, self.default
-        for name, s in self.layers.items():
-            if (param_name == name or param_name.startswith(name + ".")) and len(name) > best:
-                best, state = len(name), s
-        if state == FROZEN and bn_param and self.bn == "train":
-            return TRAIN
-        return state
-
 
 def json_schema() -> dict:
-    """The plan's JSON Schema, for documentation and other tools."""
+    """The plan's JSON Schema, for documentation, other tools and the tests' validation."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "TL Studio layer plan",
@@ -230,8 +342,8 @@ def json_schema() -> dict:
         "additionalProperties": False,
         "properties": {
             "schema": {"const": SCHEMA},
-            "version": {"const": VERSION},
-            "model": {"type": "string"},
+            "version": {"enum": list(READS_VERSIONS)},
+            "model": {"type": "string", "minLength": 1},
             "head": {
                 "type": "object",
                 "required": ["num_classes"],
@@ -245,7 +357,7 @@ def json_schema() -> dict:
             "layers": {"type": "object", "additionalProperties": {"enum": [FROZEN, TRAIN]}},
             "default": {"enum": [FROZEN, TRAIN]},
             "cut_after": {"type": ["string", "null"]},
-            "taps": {"type": "array", "items": {"type": "string"}},
+            "taps": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
             "bn": {"enum": list(BN_POLICIES)},
             "body_lr_ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
             "head_warmup_epochs": {"type": "integer", "minimum": 0},

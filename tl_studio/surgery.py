@@ -22,9 +22,10 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .layers import layer_table
-from .plan import FROZEN, Plan, PlanError
+from .layout import layout, pooled_width
+from .plan import Plan, PlanError
 from .registry import get_spec
+from .states import layer_states, phase_plan, validate
 
 log = logging.getLogger(__name__)
 
@@ -61,42 +62,11 @@ def build_head(in_features: int, num_classes: int, hidden: int, dropout: float) 
 
 def _pooled_width(shape: str) -> int:
     """Feature width after GlobalPool of a layer-table output shape like '112x14x14'."""
-    dims = [int(d) for d in shape.split("x")]
-    if len(dims) == 3:  # C, H, W
-        return dims[0]
-    return dims[-1]  # tokens (N, D) or a vector (D,)
-
-
-@functools.cache
-def _known_names(model_name: str) -> tuple[tuple[str, ...], frozenset[str]]:
-    """Body layer names in order, and every name a plan may use for this model."""
-    spec = get_spec(model_name)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's seeded RNG alone
-        stage_list = spec.stages(spec.build(pretrained=False))
-    body = tuple(s.name for s in stage_list if s.role == "body")
-    known = set()
-    for s in stage_list:
-        if s.role != "body":
-            continue
-        known.update(n for n, _ in s.module.named_modules(prefix=s.name))
-        known.update(n for n, _ in s.module.named_parameters(prefix=s.name))
-    # Dotted prefixes name whole families of layers ("layer3", "blocks", "features").
-    known.update(n.rsplit(".", i)[0] for n in list(known) for i in range(1, n.count(".") + 1))
-    return body, frozenset(known)
+    return pooled_width(tuple(int(d) for d in shape.split("x")))
 
 
 def body_layer_names(model_name: str) -> list[str]:
-    return list(_known_names(model_name)[0])
-
-
-def validate(plan: Plan) -> tuple[int, list[int]]:
-    """Check a plan against its model without building weights."""
-    try:
-        get_spec(plan.model)
-    except KeyError as exc:
-        raise PlanError(f"model: {exc.args[0]}") from None
-    body, known = _known_names(plan.model)
-    return plan.resolve(list(body), set(known))
+    return list(layout(model_name).names)
 
 
 class TransferModel(nn.Module):
@@ -104,7 +74,8 @@ class TransferModel(nn.Module):
 
     def __init__(self, plan: Plan, base: nn.Module, class_names: list[str] | None = None):
         super().__init__()
-        cut, taps = validate(plan)
+        self.layout = layout(plan.model)
+        cut, taps = validate(plan, self.layout)
         spec = get_spec(plan.model)
         stage_list = [s for s in spec.stages(base) if s.role == "body"][: cut + 1]
         self.plan = plan
@@ -114,9 +85,7 @@ class TransferModel(nn.Module):
         self.taps = taps
         self._tap_set = frozenset(taps)
         self.pool = GlobalPool()
-        table = layer_table(plan.model).set_index("name")
-        widths = [_pooled_width(table.loc[self.layer_names[i], "output_shape"]) for i in (taps or [cut])]
-        self.feature_dim = sum(widths)
+        self.feature_dim = self.layout.width([self.layer_names[i] for i in (taps or [cut])])
         h = plan.head
         self.head = build_head(self.feature_dim, h.num_classes, h.hidden, h.dropout)
         n = h.num_classes
@@ -135,18 +104,14 @@ class TransferModel(nn.Module):
                     yield p_name, p, is_bn
 
     def apply_plan(self, phase: str = "plan") -> None:
-        """Set requires_grad for a training phase.
+        """Set requires_grad for a training phase, as :func:`tl_studio.states.layer_states` decides.
 
         ``phase``: "plan" (as the plan says), "head" (head only: the linear
         probe) or "all" (every kept layer trains).
         """
-        for name, p, is_bn in self.named_body_parameters():
-            if phase == "head":
-                p.requires_grad_(is_bn and self.plan.bn == "train")
-            elif phase == "all":
-                p.requires_grad_(True)
-            else:
-                p.requires_grad_(self.plan.state_of(name, is_bn) != FROZEN)
+        trains = layer_states(phase_plan(self.plan, phase), self.layout).trainable_names
+        for name, p, _ in self.named_body_parameters():
+            p.requires_grad_(name in trains)
         for p in self.head.parameters():
             p.requires_grad_(True)
         self.train(self.training)

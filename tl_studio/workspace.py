@@ -38,11 +38,13 @@ class Workspace:
     runs_dir: Path
     data_dir: Path
     last_seen: float = field(default_factory=time.time)
-    dataset: object = None  # tl_studio.data.Dataset of the current data
     builder: object = None  # tl_studio.data.DatasetBuilder for per-class uploads
     job_ids: list[str] = field(default_factory=list)
-    # what the UI was editing (the plan, hyper-parameters), so a reload restores it
-    state: dict = field(default_factory=dict)
+    # what the UI is editing (a tl_studio.ui.session.Session: plan, evidence, settings...),
+    # so a reload restores it; the engine never reads it
+    session: object = None
+    # derived data reused between requests (decoded images, the last evaluation)
+    cache: dict = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property

@@ -153,11 +153,8 @@ def _layer_modules(model: TransferModel) -> dict[str, nn.Module]:
 
 
 def _output_shapes(model: TransferModel) -> list[tuple[int, ...]]:
-    """Shape (without batch) of each kept stage's output, from the layer table."""
-    from ..layers import layer_table
-
-    table = layer_table(model.model_name).set_index("name")
-    return [tuple(int(d) for d in str(table.loc[n, "output_shape"]).split("x")) for n in model.layer_names]
+    """Shape (without batch) of each kept stage's output, from the model's layout."""
+    return [model.layout.layer(n).output_shape for n in model.layer_names]
 
 
 def _default_layer(model: TransferModel) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..plan import FROZEN, TRAIN, Plan, PlanError
+from ..plan import Plan, PlanError
 from ..train import rundir
 
 log = logging.getLogger(__name__)
@@ -51,27 +51,19 @@ def find_runs(runs_dir: str | Path) -> list[Path]:
 
 def plan_summary(plan: Plan) -> str:
     """One line: e.g. "frozen 17/18, cut after blocks.14, taps 3, head 2xFC (hidden 256)"."""
-    from ..layers import layer_table
-    from ..surgery import validate
+    from ..states import FROZEN_S, layer_states
 
     try:
-        cut, taps = validate(plan)
+        st = layer_states(plan)
     except PlanError as exc:
         return f"invalid plan: {exc}"
-    table = layer_table(plan.model)
-    body = table[table["role"] == "body"].reset_index(drop=True)
-    kept = body.iloc[: cut + 1]
     # Layers without parameters (pooling) have nothing to freeze; they are not counted.
-    with_params = kept[kept["params"] > 0]["name"].tolist()
-
-    def frozen(name: str) -> bool:
-        inner_trains = any(k.startswith(name + ".") and s == TRAIN for k, s in plan.layers.items())
-        return plan.state_of(name) == FROZEN and not inner_trains
-
-    n_frozen = sum(frozen(n) for n in with_params)
+    with_params = [s for s in st.kept if s.params > 0]
+    n_frozen = sum(s.state == FROZEN_S for s in with_params)
     parts = [f"frozen {n_frozen}/{len(with_params)}"]
-    if cut < len(body) - 1:
-        parts.append(f"cut after {body.loc[cut, 'name']}")
+    taps = st.taps
+    if st.cut < len(st.layers) - 1:
+        parts.append(f"cut after {st.layers[st.cut].name}")
     if taps:
         parts.append(f"taps {len(taps)}")
     h = plan.head

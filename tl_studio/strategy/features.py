@@ -25,10 +25,10 @@ import threading
 import torch
 from torch import nn
 
-from ..layers import layer_table
+from ..layout import layout
 from ..plan import Plan
 from ..registry import get_spec, torch_device_default
-from ..surgery import TransferModel, _pooled_width, body_layer_names
+from ..surgery import TransferModel, body_layer_names
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,9 @@ def _normaliser(model_name: str, device: torch.device):
 
 
 def pooled_widths(model_name: str, layers: list[str]) -> list[int]:
-    """Width of each layer's globally pooled output, from the layer table's shapes."""
-    table = layer_table(model_name).set_index("name")
-    return [_pooled_width(table.loc[name, "output_shape"]) for name in layers]
+    """Width of each layer's globally pooled output, from the model's layout."""
+    lay = layout(model_name)
+    return [lay.layer(name).pooled_width for name in layers]
 
 
 def pooled_features(

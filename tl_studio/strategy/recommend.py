@@ -8,17 +8,15 @@ the hyper-parameters, estimates the time and writes the rationale.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..layers import layer_table
+from ..layout import layout
 from ..plan import FROZEN, TRAIN, HeadSpec, Plan
 from ..registry import get_spec
-from ..surgery import _pooled_width
 from . import rules, timing
 from .features import resolve_device
 
@@ -121,23 +119,13 @@ class _Body:
         return idx
 
 
-@functools.cache
 def _body(model_name: str) -> _Body:
-    table = layer_table(model_name)
-    body = table[table["role"] == "body"]
-    flops = [float(f) for f in body["flops"]]
-    total = sum(flops) or 1.0
-    ends, acc = [], 0.0
-    for f in flops:
-        acc += f
-        ends.append(acc / total)
-    ends[-1] = 1.0
-    return _Body(tuple(body["name"]), tuple(ends))
+    lay = layout(model_name)
+    return _Body(lay.names, lay.ends)
 
 
 def _width(model_name: str, name: str) -> int:
-    table = layer_table(model_name).set_index("name")
-    return _pooled_width(table.loc[name, "output_shape"])
+    return layout(model_name).layer(name).pooled_width
 
 
 def _check_inputs(model_name, images_per_class, similarity, num_classes):

@@ -20,8 +20,7 @@ import logging
 import pandas as pd
 import torch
 
-from ..layers import layer_table
-from ..surgery import _pooled_width
+from ..layout import layout
 from .features import check_images, check_labels, pooled_features
 
 log = logging.getLogger(__name__)
@@ -38,18 +37,13 @@ def candidate_layers(model_name: str, count: int = DEFAULT_DEPTHS) -> list[str]:
     A pooling layer right after a spatial map gives the same pooled features as
     that map; only the pool (the later name) is kept.
     """
-    table = layer_table(model_name)
-    body = table[table["role"] == "body"].reset_index(drop=True)
-    names = list(body["name"])
-    shapes = list(body["output_shape"])
+    body = layout(model_name).body
     keep = []
-    for i, name in enumerate(names):
-        nxt = i + 1
-        if nxt < len(names) and body.loc[nxt, "kind"] == "pool":
-            dims = shapes[i].split("x")
-            if len(dims) == 3 and _pooled_width(shapes[nxt]) == int(dims[0]):
-                continue  # the next layer (a global pool) repeats this one's pooled features
-        keep.append(name)
+    for layer, nxt in zip(body, body[1:] + (None,)):
+        if nxt is not None and nxt.kind == "pool" and len(layer.output_shape) == 3 \
+                and nxt.pooled_width == layer.pooled_width:
+            continue  # the next layer (a global pool) repeats this one's pooled features
+        keep.append(layer.name)
     if len(keep) <= count:
         return keep
     step = (len(keep) - 1) / (count - 1)
@@ -122,18 +116,16 @@ def freeze_depth_sweep(
     if torch.unique(train_y).numel() < 2:
         raise ValueError("train_labels: a probe needs at least two classes in the training images")
     layers = list(depths) if depths else candidate_layers(model_name)
-    table = layer_table(model_name)
-    body = table[table["role"] == "body"].reset_index(drop=True)
-    index = {n: i for i, n in enumerate(body["name"])}
+    lay = layout(model_name)
+    index = lay.index
     unknown = [n for n in layers if n not in index]
     if unknown:
         raise ValueError(
             f"depths: {', '.join(map(repr, unknown))} not body layers of {model_name} "
-            f"({body['name'].iloc[0]} ... {body['name'].iloc[-1]})"
+            f"({lay.names[0]} ... {lay.names[-1]})"
         )
     layers = sorted(set(layers), key=index.get)
-    flops = body["flops"].astype(float)
-    ends = flops.cumsum() / max(flops.sum(), 1.0)
+    ends = lay.ends
 
     both = torch.cat([train_images, val_images])
     feats = pooled_features(model_name, both, layers, batch_size=batch_size, device=device)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..layers import layer_table
+from ..layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +109,12 @@ def device_flops_per_second(device: str | torch.device | None = None) -> float:
 @functools.cache
 def depthwise_flops(model_name: str) -> tuple[float, ...]:
     """Forward FLOPs per image in depthwise convolutions, for each coarse layer (by depth)."""
-    fine = layer_table(model_name, "fine")
-    out = [0.0] * (int(fine["depth"].max()) + 1)
-    for row in fine.itertuples():
+    lay = layout(model_name)
+    out = [0.0] * len(lay.stages)
+    for row in lay.fine:
         if "Conv" not in row.module or not row.output_shape:
             continue
-        channels = int(row.output_shape.split("x")[0])
+        channels = row.output_shape[0]
         if channels and row.params % channels == 0 and row.params // channels in _DEPTHWISE_WEIGHTS:
             out[row.depth] += float(row.flops)
     return tuple(out)
@@ -123,11 +123,10 @@ def depthwise_flops(model_name: str) -> tuple[float, ...]:
 def layer_seconds(model_name: str, device: str | torch.device | None = None) -> list[float]:
     """Estimated forward seconds per image of each body layer on ``device``."""
     rates = device_rates(device)
-    table = layer_table(model_name)
     dw = depthwise_flops(model_name)
     out = []
-    for row in table[table["role"] == "body"].itertuples():
-        d = min(dw[row.depth], float(row.flops))
+    for row in layout(model_name).body:
+        d = min(dw[row.index], float(row.flops))
         out.append((float(row.flops) - d) / rates["dense"] + d / rates["depthwise"])
     return out
 

@@ -99,5 +99,6 @@ def start_job(
 
     job = Job(work, devices.slot_key(dev), label=label or plan.model)
     job.run_dir = Path(run_dir) if run_dir else None
+    job.plan, job.config = plan, config
     registry.submit(job)
     return job

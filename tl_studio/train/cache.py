@@ -16,8 +16,7 @@ import math
 
 import torch
 
-from ..layers import layer_table
-from ..surgery import TransferModel, _pooled_width
+from ..surgery import TransferModel
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +30,13 @@ DTYPE_TOLERANCE = {"float32": 1e-5, "float16": 1e-2}
 
 
 def bytes_per_image(model: TransferModel, k: int, dtype: torch.dtype) -> int:
-    """Storage one image's prefix output needs, from the layer table's shapes."""
-    table = layer_table(model.model_name).set_index("name")
-    names = model.layer_names
+    """Storage one image's prefix output needs, from the model's layout."""
+    lay, names = model.layout, model.layer_names
     item = torch.empty((), dtype=dtype).element_size()
     if k == len(names):
         return model.feature_dim * item
-    shape = table.loc[names[k - 1], "output_shape"]
-    boundary = math.prod(int(d) for d in shape.split("x"))
-    taps = sum(_pooled_width(table.loc[names[i], "output_shape"]) for i in model.taps if i < k)
+    boundary = math.prod(lay.layer(names[k - 1]).output_shape)
+    taps = lay.width([names[i] for i in model.taps if i < k])
     return (boundary + taps) * item
 
 

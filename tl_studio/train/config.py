@@ -1,7 +1,12 @@
-"""Training hyper-parameters: one dataclass, validated on creation."""
+"""Training hyper-parameters: one frozen dataclass, validated on creation.
+
+A job keeps the config it was started with; edit a copy with
+:func:`dataclasses.replace` (which validates again).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -16,7 +21,7 @@ class ConfigError(ValueError):
     """A hyper-parameter out of range; the message names the field."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     # length and batching
     epochs: int = 5
@@ -60,11 +65,11 @@ class TrainConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name in ("early_stopping", "cache_budget_mb") else 1):
                 bad(name, "must be a positive integer")
         if self.min_batch_size > self.batch_size:
-            self.min_batch_size = self.batch_size
+            object.__setattr__(self, "min_batch_size", self.batch_size)
         for name in ("lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                bad(name, "must be a non-negative number")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                bad(name, "must be a finite, non-negative number")
         if self.lr <= 0:
             bad("lr", "must be positive")
         if self.label_smoothing >= 1:

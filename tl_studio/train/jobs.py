@@ -60,6 +60,9 @@ class Job:
         self.started: float | None = None
         self.finished: float | None = None
         self.run_dir = None
+        # what the job trains: its own frozen values, for views such as a reloaded form
+        self.plan = None
+        self.config = None
         self._done = threading.Event()
         self._registry: "JobRegistry | None" = None
 

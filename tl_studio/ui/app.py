@@ -14,7 +14,8 @@ import gradio as gr
 
 from ..workspace import WorkspaceManager
 from . import data_tab, model_tab, predict_tab, strategy_tab, train_tab
-from .context import AppContext
+from . import session as session_moves
+from .context import AppContext, fail, guarded
 
 log = logging.getLogger(__name__)
 
@@ -72,48 +73,65 @@ def _mode_text(shared: bool, ready: bool) -> str:
 def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evaluation, predict, export,
           eval_tab, pred_tab, export_tab, heartbeat):
     # A new dataset changes the class count (the head) and the images per class.
-    def after_data(ws_id, model_name, sim):
+    def after_data(ws_id, size_by):
         ws = ctx.ws(ws_id)
-        ipc = strategy.ws_ipc(ws)
-        rec_md, fig = strategy.update(ws_id, model_name, ipc, sim)
-        return (*model.refresh(ws_id), ipc, rec_md, fig)
+        return (*model_tab.plan_outputs(ws.session.plan, size_by), *strategy.views(ws.session))
 
-    after_outputs = model.outputs + [strategy.ipc, strategy.rec, strategy.cases]
+    after_outputs = model.outputs + strategy.outputs
     for event in (data.demo_event, data.zip_event, data.use_event):
-        event.success(after_data, [ws_state, model.model, strategy.sim], after_outputs, api_visibility="private")
+        event.success(after_data, [ws_state, model.size_by], after_outputs, api_visibility="private")
+    # Another network: the strategy tab recommends for it.
+    model.model_event.success(lambda ws_id: strategy.views(ctx.ws(ws_id).session), [ws_state], strategy.outputs,
+                              api_visibility="private")
 
-    # Apply fills the checklist, cut, taps and head, and the training settings.
-    def apply(ws_id, model_name, ipc, sim):
-        rec = strategy.apply(ws_id, model_name, ipc, sim)
-        outs = model.refresh(ws_id)
-        gr.Info(f"Applied the {rec.case.replace('_', ' & ')} plan; every setting stays editable.")
-        return (*outs, rec.epochs, rec.lr, rec.batch_size, rec.augment)
+    # Apply fills the checklist, cut, taps and head, and the training settings: exactly what the tab shows.
+    def apply(ws_id, size_by):
+        ws = ctx.ws(ws_id)
+        with ws.lock:
+            try:
+                ws.session = session_moves.apply_recommendation(ws.session)
+            except ValueError as exc:
+                raise fail(str(exc)) from None
+            s = ws.session
+        gr.Info(f"Applied the {s.recommendation.case.replace('_', ' & ')} plan; every setting stays editable.")
+        return (*model_tab.plan_outputs(s.plan, size_by), *train_tab.form_values(s.settings))
 
-    strategy.apply_btn.click(
-        apply, [ws_state, model.model, strategy.ipc, strategy.sim],
-        model.outputs + [training.epochs, training.lr, training.batch_size, training.augment],
-        api_name="apply_recommendation",
-    )
+    apply_outputs = model.outputs + training.settings
+    strategy.apply_btn.click(guarded(apply, len(apply_outputs)), [ws_state, model.size_by], apply_outputs,
+                             api_visibility="private")
+
+    def apply_recommendation(ws_id: str, model_name: str, images_per_class: float, similarity: float) -> dict:
+        """Recommend for these slider values with this model, apply it, and return the recommendation."""
+        ws = ctx.ws(ws_id)
+        with ws.lock:
+            try:
+                s = model_tab.pick_model(ws.session, model_name)
+                s = session_moves.with_strategy(s, images_per_class, similarity, s.strategy.second_stage)
+                ws.session = session_moves.apply_recommendation(s)
+            except ValueError as exc:
+                raise fail(str(exc)) from None
+            return ws.session.recommendation.to_dict()
+
+    gr.api(guarded(apply_recommendation, 1), api_name="apply_recommendation")
 
     # Opening the page (or reloading it) attaches to the workspace and restores it.
     def on_load(ws_id, request: gr.Request):
-        ws = ctx.manager.attach(ws_id)
-        plan = model_tab.current_plan(ws)
-        settings = {**train_tab.DEFAULTS, **ws.state.get("settings", {})}
+        ws = ctx.ws(ctx.manager.attach(ws_id).id)
+        s = ws.session
         job = train_tab.current_job(ws)
         loss, acc = train_tab.curves(job)
-        ipc = strategy.ws_ipc(ws)
-        rec_md, fig = strategy.update(ws.id, plan.model, ipc, 0.5)
-        runs = predict_tab.run_dropdown(ws)
+        # A running job's own settings, not the form's defaults, so the form says what is training.
+        settings = job.config if job is not None and getattr(job, "config", None) is not None else s.settings
+        runs = predict_tab.run_dropdown(ws, s.run)
         log.debug("session %s attached to workspace %s…", getattr(request, "session_hash", "?"), ws.id[:6])
         return (
             ws.id,
             _mode_text(ctx.shared, ready=True),
-            gr.Dropdown(value=plan.model),
-            *model_tab.plan_outputs(plan, "params"),
+            gr.Dropdown(value=s.model),
+            *model_tab.plan_outputs(s.plan, "params"),
             *data_tab.dataset_views(ws),
-            ipc, rec_md, fig,
-            settings["epochs"], settings["lr"], settings["batch_size"], settings["augment"],
+            *strategy.views(s),
+            *train_tab.form_values(settings),
             train_tab.status_line(job), loss, acc,
             gr.Timer(active=job is not None and not job.done),
             runs, runs,
@@ -122,9 +140,9 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
     demo.load(
         on_load,
         [ws_state],
-        [ws_state, mode_line, model.model, *model.outputs, *data.views, strategy.ipc, strategy.rec, strategy.cases,
-         training.epochs, training.lr, training.batch_size, training.augment,
-         training.status, training.loss_plot, training.acc_plot, training.timer, predict.run, export.run],
+        [ws_state, mode_line, model.model, *model.outputs, *data.views, *strategy.outputs,
+         *training.settings, training.status, training.loss_plot, training.acc_plot, training.timer,
+         predict.run, export.run],
         api_visibility="private",
     )
 

@@ -13,7 +13,8 @@ import pandas as pd
 from PIL import Image
 
 from ..data import DatasetBuilder, DatasetError, load_dataset
-from .context import DEMO_DATA, AppContext, fail
+from . import session as S
+from .context import DEMO_DATA, AppContext, fail, guarded
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def _progress_cb(progress: gr.Progress):
 
 def dataset_views(ws) -> tuple:
     """Everything the tab shows about the workspace's current dataset."""
-    ds = ws.dataset
+    ds = ws.session.dataset
     if ds is None:
         empty = pd.DataFrame()
         # None, never an empty frame: a Gradio plot first given an empty frame
@@ -87,25 +88,27 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     c.views = views
 
     # ---- handlers --------------------------------------------------------------------
-    def load_demo(ws_id, progress=gr.Progress()):
-        ws = ctx.ws(ws_id)
+    def use(ws, make):
+        """Load a dataset with ``make()``; on a bad input the previous dataset stays."""
         try:
-            ws.dataset = load_dataset(DEMO_DATA, progress=_progress_cb(progress))
+            dataset = make()
         except DatasetError as exc:
             raise fail(str(exc)) from None
+        with ws.lock:
+            ws.session = S.with_dataset(ws.session, dataset)
         return dataset_views(ws)
+
+    def load_demo(ws_id, progress=gr.Progress()):
+        ws = ctx.ws(ws_id)
+        return use(ws, lambda: load_dataset(DEMO_DATA, progress=_progress_cb(progress)))
 
     def upload_zip(ws_id, path, progress=gr.Progress()):
         if not path:
-            return gr.skip()
+            return tuple(gr.skip() for _ in views)
         ws = ctx.ws(ws_id)
         if not str(path).lower().endswith(".zip"):
             raise fail(f"{Path(path).name}: not a .zip archive")
-        try:
-            ws.dataset = load_dataset(path, workdir=ws.data_dir / "imports", progress=_progress_cb(progress))
-        except DatasetError as exc:
-            raise fail(str(exc)) from None
-        return dataset_views(ws)
+        return use(ws, lambda: load_dataset(path, workdir=ws.data_dir / "imports", progress=_progress_cb(progress)))
 
     def builder_of(ws):
         if ws.builder is None:
@@ -179,30 +182,31 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
 
     def use_classes(ws_id, progress=gr.Progress()):
         ws = ctx.ws(ws_id)
-        try:
-            ws.dataset = builder_of(ws).dataset(progress=_progress_cb(progress))
-        except DatasetError as exc:
-            raise fail(str(exc)) from None
-        return dataset_views(ws)
+        return use(ws, lambda: builder_of(ws).dataset(progress=_progress_cb(progress)))
 
+    n = len(views)
     c.load_demo, c.upload_zip, c.use_classes = load_demo, upload_zip, use_classes
-    c.demo_event = c.demo_btn.click(load_demo, [ws_state], views, api_name="load_demo")
-    c.zip_event = c.zip_file.upload(upload_zip, [ws_state, c.zip_file], views, api_name="upload_zip")
-    c.add_class_btn.click(add_class, [ws_state, c.class_name], [c.class_dd, c.class_counts, c.class_name], api_name="add_class")
-    c.remove_class_btn.click(remove_class, [ws_state, c.class_dd], [c.class_dd, c.class_counts], api_name="remove_class")
-    c.class_files.upload(add_files, [ws_state, c.class_dd, c.class_files], [c.class_dd, c.class_counts, c.class_files], api_name="add_images")
-    c.capture_btn.click(capture, [ws_state, c.class_dd, c.webcam], [c.class_dd, c.class_counts], api_visibility="private")
+    c.demo_event = c.demo_btn.click(guarded(load_demo, n), [ws_state], views, api_name="load_demo")
+    c.zip_event = c.zip_file.upload(guarded(upload_zip, n), [ws_state, c.zip_file], views, api_name="upload_zip")
+    c.add_class_btn.click(guarded(add_class, 3), [ws_state, c.class_name], [c.class_dd, c.class_counts, c.class_name],
+                          api_name="add_class")
+    c.remove_class_btn.click(guarded(remove_class, 2), [ws_state, c.class_dd], [c.class_dd, c.class_counts],
+                             api_name="remove_class")
+    c.class_files.upload(guarded(add_files, 3), [ws_state, c.class_dd, c.class_files],
+                         [c.class_dd, c.class_counts, c.class_files], api_name="add_images")
+    c.capture_btn.click(guarded(capture, 2), [ws_state, c.class_dd, c.webcam], [c.class_dd, c.class_counts],
+                        api_visibility="private")
     # The hold-to-burst button flips a hidden checkbox on press and release (see BURST_JS);
     # while it is set, every streamed webcam frame is added to the class.
     c.webcam.stream(
-        burst_frame,
+        guarded(burst_frame, 2),
         [ws_state, c.class_dd, c.webcam, c.bursting],
         [c.class_dd, c.class_counts],
         stream_every=0.25,
         api_visibility="private",
         concurrency_limit=None,
     )
-    c.use_event = c.use_classes_btn.click(use_classes, [ws_state], views, api_name="use_classes")
+    c.use_event = c.use_classes_btn.click(guarded(use_classes, n), [ws_state], views, api_name="use_classes")
     return c
 
 

@@ -9,8 +9,8 @@ import gradio as gr
 
 from ..evaluate import EvaluationError, compare_runs_figure, confusion_cell, delete_run, evaluate_run, runs_table
 from ..train.rundir import RunError
-from .context import AppContext, fail
-from .predict_tab import run_choices, run_dropdown
+from .context import AppContext, fail, guarded
+from .predict_tab import FINISHED, remember_run, run_choices, run_dropdown, run_entries
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,22 @@ def _metrics_text(ev) -> str:
     )
 
 
+def unfinished_note(ws, name: str) -> str:
+    """A warning line for a run that did not finish (stopped, failed, still running, incomplete)."""
+    status = {n: st for _, n, st in run_entries(ws)}.get(name)
+    if status in (None, FINISHED):
+        return ""
+    return (f"⚠ **This run is {status}**: it did not finish its planned epochs, so these numbers describe "
+            "whatever weights it saved.\n\n")
+
+
+def confusion_frame(ev):
+    """The confusion counts as a table whose first column names the true class (cells are clickable)."""
+    df = ev.confusion.copy()
+    df.insert(0, "true \\ predicted", list(df.index))
+    return df.reset_index(drop=True)
+
+
 def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
@@ -36,6 +52,8 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         with gr.Column():
             c.normalized = gr.Checkbox(label="Normalise rows (recall per class)", value=False)
             c.confusion = gr.Plot(label="Confusion matrix", format="png", show_label=False)  # the figure has its title
+            c.confusion_table = gr.Dataframe(label="Confusion counts: click a cell to see its images",
+                                             interactive=False, elem_id="tl-confusion-table")
             with gr.Row():
                 c.true_cls = gr.Dropdown(label="True class", choices=[], allow_custom_value=True)
                 c.pred_cls = gr.Dropdown(label="Predicted class", choices=[], allow_custom_value=True)
@@ -65,13 +83,14 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
             ev = evaluate_run(path)
         except (ValueError, RunError, EvaluationError) as exc:
             raise fail(str(exc)) from None
-        ws.state["evaluation"] = ev
+        ws.cache["evaluation"] = ev
         figs = ev.figures()
         mistakes = [(str(r.path), f"{r.true} → {r.predicted} ({r.probability:.0%})") for r in ev.mistakes(12).itertuples()]
         classes = list(ev.confusion.index)
         return (
-            _metrics_text(ev),
+            unfinished_note(ws, name) + _metrics_text(ev),
             figs["confusion_normalized" if normalized else "confusion"],
+            confusion_frame(ev),
             ev.per_class.round(3),
             figs["reliability"],
             gr.Gallery(value=mistakes, label="Most confident mistakes" if mistakes
@@ -81,13 +100,13 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         )
 
     def toggle(ws_id, normalized):
-        ev = ctx.ws(ws_id).state.get("evaluation")
+        ev = ctx.ws(ws_id).cache.get("evaluation")
         if ev is None:
             return gr.skip()
         return ev.figures()["confusion_normalized" if normalized else "confusion"]
 
     def cell(ws_id, true_cls, pred_cls):
-        ev = ctx.ws(ws_id).state.get("evaluation")
+        ev = ctx.ws(ws_id).cache.get("evaluation")
         if ev is None:
             raise fail("Evaluate a run first")
         try:
@@ -97,6 +116,18 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         if rows.empty:
             gr.Info(f"No image of {true_cls} was predicted as {pred_cls}.")
         return [(str(r.path), f"{r.probability:.0%}") for r in rows.itertuples()]
+
+    def cell_clicked(ws_id, evt: gr.SelectData):
+        """One click on a count opens the images in that cell."""
+        ev = ctx.ws(ws_id).cache.get("evaluation")
+        if ev is None:
+            raise fail("Evaluate a run first")
+        row, col = evt.index
+        classes = list(ev.confusion.index)
+        if col == 0 or not (0 <= row < len(classes)) or not (1 <= col <= len(classes)):
+            return gr.skip(), gr.skip(), gr.skip()
+        true_cls, pred_cls = classes[row], classes[col - 1]
+        return true_cls, pred_cls, cell(ws_id, true_cls, pred_cls)
 
     def history(ws_id):
         ws = ctx.ws(ws_id)
@@ -133,14 +164,15 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     c.on_select = on_select
     c.select_inputs = [c.run]
     c.select_outputs = [c.run, c.history, c.compare_runs, c.delete_run]
-    c.go.click(
-        evaluate, [ws_state, c.run, c.normalized],
-        [c.metrics, c.confusion, c.per_class, c.reliability, c.mistakes, c.true_cls, c.pred_cls],
-        api_name="evaluate",
-    )
-    c.normalized.input(toggle, [ws_state, c.normalized], c.confusion, api_visibility="private")
-    c.cell_btn.click(cell, [ws_state, c.true_cls, c.pred_cls], c.cell, api_name="confusion_cell")
-    c.compare_btn.click(compare, [ws_state, c.compare_runs], c.compare_plot, api_visibility="private")
-    c.delete_btn.click(delete, [ws_state, c.delete_run],
+    outputs = [c.metrics, c.confusion, c.confusion_table, c.per_class, c.reliability, c.mistakes, c.true_cls,
+               c.pred_cls]
+    c.go.click(guarded(evaluate, len(outputs)), [ws_state, c.run, c.normalized], outputs, api_name="evaluate")
+    c.normalized.input(guarded(toggle, 1), [ws_state, c.normalized], c.confusion, api_visibility="private")
+    c.cell_btn.click(guarded(cell, 1), [ws_state, c.true_cls, c.pred_cls], c.cell, api_name="confusion_cell")
+    c.confusion_table.select(guarded(cell_clicked, 3), [ws_state], [c.true_cls, c.pred_cls, c.cell],
+                             api_visibility="private")
+    c.compare_btn.click(guarded(compare, 1), [ws_state, c.compare_runs], c.compare_plot, api_visibility="private")
+    c.delete_btn.click(guarded(delete, 4), [ws_state, c.delete_run],
                        [c.history, c.compare_runs, c.delete_run, c.run], api_visibility="private")
+    c.run.input(remember_run(ctx), [ws_state, c.run], None, api_visibility="private")
     return c

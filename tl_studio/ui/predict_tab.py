@@ -13,18 +13,63 @@ from ..data import ImageRejected
 from ..export import ExportError, export_run
 from ..predict import base_predictor, run_predictor
 from ..train.rundir import RunError
-from .context import AppContext, fail
+from . import session as S
+from .context import AppContext, fail, guarded
 
 log = logging.getLogger(__name__)
 
 
+FINISHED = "finished"
+
+
+def run_entries(ws) -> list[tuple[str, str, str]]:
+    """(label, run name, status) for the workspace's runs, newest first; the label says status and accuracy."""
+    from ..evaluate import runs_table
+
+    table = runs_table(ws.runs_dir)
+    out = []
+    for r in table.itertuples():
+        if "/" in str(r.run):  # runs nested deeper are not this workspace's own run folders
+            continue
+        status = str(r.status)
+        acc = r.best_val_accuracy
+        acc_text = f" · val acc {acc:.3f}" if isinstance(acc, (int, float)) and acc == acc else ""
+        mark = "" if status == FINISHED else " ⚠"
+        out.append((f"{r.run} · {status}{acc_text}{mark}", str(r.run), status))
+    return out
+
+
 def run_choices(ws) -> list[str]:
-    return [p.name for p in ws.run_dirs()]
+    return [name for _, name, _ in run_entries(ws)]
 
 
 def run_dropdown(ws, keep: str | None = None) -> gr.Dropdown:
-    runs = run_choices(ws)
-    return gr.Dropdown(choices=runs, value=keep if keep in runs else (runs[0] if runs else None))
+    """The run picker: every run, marked with its status; only a finished run is ever pre-selected."""
+    entries = run_entries(ws)
+    names = [name for _, name, _ in entries]
+    keep = keep or (ws.session.run if ws.session is not None else None)  # picked in another tab
+    finished = [name for _, name, status in entries if status == FINISHED]
+    value = keep if keep in names else (finished[0] if finished else None)
+    return gr.Dropdown(choices=[(label, name) for label, name, _ in entries], value=value)
+
+
+class TolerantImage(gr.Image):
+    """An image box whose upload Gradio cannot decode still reaches the handler, as its path.
+
+    The handler then names the file and what is wrong with it; a plain
+    ``gr.Image`` fails before any handler runs, with Gradio's "Could not
+    preprocess input component" and no file name.
+    """
+
+    is_template = True  # the browser draws it as a gr.Image
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is the handler's to report
+            path = getattr(payload, "path", None)
+            log.info("image box: %s could not be decoded (%s); the handler reports it", path, exc)
+            return str(path) if path else None
 
 
 def _run(ctx, ws_id, name):
@@ -37,6 +82,17 @@ def _run(ctx, ws_id, name):
         raise fail(str(exc)) from None
 
 
+def remember_run(ctx):
+    """The run a person picks is the session's run in every tab (and after a reload)."""
+
+    def pick(ws_id, name):
+        ws = ctx.ws(ws_id)
+        with ws.lock:
+            ws.session = S.with_run(ws.session, name or None)
+
+    return pick
+
+
 def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
@@ -45,7 +101,7 @@ def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
         c.top_k = gr.Slider(label="Top-k", minimum=1, maximum=10, step=1, value=3, scale=2)
     with gr.Row():
         with gr.Column():
-            c.image = gr.Image(label="An image (upload, webcam or paste)", type="filepath",
+            c.image = TolerantImage(label="An image (upload, webcam or paste)", type="filepath",
                                sources=["upload", "webcam", "clipboard"], height=300, elem_id="tl-predict-image")
             c.files = gr.File(label="…or several images", file_count="multiple", type="filepath")
             c.go = gr.Button("Predict", variant="primary", elem_id="tl-predict-go")
@@ -90,10 +146,11 @@ def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
         return first_ft, first_base, cam, pd.DataFrame(rows)
 
     c.predict = predict
-    c.go.click(predict, [ws_state, c.run, c.image, c.files, c.top_k], [c.finetuned, c.base, c.cam, c.table],
-               api_name="predict")
+    c.go.click(guarded(predict, 4), [ws_state, c.run, c.image, c.files, c.top_k],
+               [c.finetuned, c.base, c.cam, c.table], api_name="predict")
     c.refresh.click(lambda ws_id, cur: run_dropdown(ctx.ws(ws_id), cur), [ws_state, c.run], c.run,
                     api_visibility="private")
+    c.run.input(remember_run(ctx), [ws_state, c.run], None, api_visibility="private")
     return c
 
 
@@ -144,9 +201,10 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
 
     for btn, fmt in ((c.safetensors, "safetensors"), (c.onnx, "onnx"), (c.pt2, "pt2"), (c.metrics, "metrics"),
                      (c.card, "card")):
-        btn.click(export(fmt), [ws_state, c.run], c.files, api_name=f"export_{fmt}")
+        btn.click(guarded(export(fmt), 1), [ws_state, c.run], c.files, api_name=f"export_{fmt}")
     c.refresh.click(lambda ws_id, cur: run_dropdown(ctx.ws(ws_id), cur), [ws_state, c.run], c.run,
                     api_visibility="private")
+    c.run.input(remember_run(ctx), [ws_state, c.run], None, api_visibility="private")
     return c
 
 

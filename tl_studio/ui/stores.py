@@ -6,20 +6,22 @@ from ..registry import get_spec
 from ..train import TrainData, data_from_dataset
 
 
-def decoded(ws, model: str, progress=None) -> TrainData:
-    """The workspace's dataset decoded once for ``model``'s input geometry.
+def decoded(ws, model: str, dataset=None, progress=None) -> TrainData:
+    """``dataset`` (default: the workspace's current one) decoded once for ``model``'s input geometry.
 
-    Models that share resize, crop and interpolation share the uint8 store
-    (normalisation happens later, on the training device).
+    A job passes the dataset it was started with: loading other data while it
+    waits in the queue must not change what it trains on. Models that share
+    resize, crop and interpolation share the uint8 store (normalisation
+    happens later, on the training device).
     """
-    ds = ws.dataset
+    ds = ws.session.dataset if dataset is None else dataset
     p = get_spec(model).preprocess
     key = (ds.fingerprint, str(ds.root), p.input_size, p.resize_size, p.interpolation)
     with ws.lock:
-        cached = ws.state.get("decoded")
+        cached = ws.cache.get("decoded")
         if cached is not None and cached[0] == key:
             return cached[1]
     data = data_from_dataset(ds, model, progress=progress)
     with ws.lock:
-        ws.state["decoded"] = (key, data)
+        ws.cache["decoded"] = (key, data)
     return data

@@ -1,4 +1,9 @@
-"""Tab 3, Strategy: the four cases, measured similarity, the freeze-depth sweep, Apply."""
+"""Tab 3, Strategy: the four cases, measured similarity, the freeze-depth sweep, Apply.
+
+What the tab shows is the session's recommendation, and Apply applies that
+very value. Measuring moves the sliders to what was measured; moving a slider
+afterwards sets the measurement aside (and says so).
+"""
 
 from __future__ import annotations
 
@@ -7,58 +12,107 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..strategy import recommend
 from ..strategy.figures import cases_figure
 from ..strategy.on_dataset import measure_dataset
-from .context import AppContext, fail
-from .model_tab import current_plan, num_classes
+from . import session as S
+from .context import AppContext, fail, guarded
 from .stores import decoded
 
 log = logging.getLogger(__name__)
 
-
-def _rec(ws, model, ipc, sim):
-    sweep = ws.state.get("sweep")
-    if sweep is not None and sweep[0] != model:
-        sweep = None
-    try:
-        return recommend(
-            model, float(ipc), float(sim), num_classes(ws),
-            sweep=sweep[1] if sweep else None, second_stage=bool(ws.state.get("second_stage")),
-        )
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+SWEEP_COLUMNS = ["depth", "layer", "val_accuracy", "train_accuracy", "feature_dim"]
 
 
-def rec_text(rec) -> str:
+def rec_text(s: S.Session) -> str:
+    rec = s.recommendation
+    if rec is None:
+        return ""
     mins = rec.estimated_seconds / 60
     eta = f"{rec.estimated_seconds:.0f} s" if mins < 2 else f"{mins:.0f} min"
+    source = ""
+    if s.source == S.EVIDENCE:
+        source = "*From the evidence measured on your data.*\n\n"
+    elif s.evidence is not None and s.evidence.matches(s.model, s.dataset):
+        source = ("*The sliders were moved, so the measurement is set aside: this is the four-case rule for "
+                  "the slider values. Measure again to use the evidence.*\n\n")
     return (
-        f"### Case: {rec.case.replace('_', ' & ')}\n{rec.rationale}\n\n"
+        f"### Case: {rec.case.replace('_', ' & ')}\n{source}{rec.rationale}\n\n"
         f"**Suggested:** {rec.epochs} epochs, lr {rec.lr:g}, batch {rec.batch_size}, augmentation "
         f"{rec.augment}; feature cache {'on' if rec.use_cache else 'off'}; about {eta} on {rec.device}."
     )
+
+
+def measured_text(s: S.Session) -> str:
+    ev = s.matching_evidence
+    return ev.similarity_note if ev is not None else ""
+
+
+def sweep_table(s: S.Session):
+    ev = s.matching_evidence
+    if ev is None or ev.sweep is None:
+        return None
+    return ev.sweep[SWEEP_COLUMNS]
+
+
+def views(s: S.Session) -> tuple:
+    """Values for: images per class, similarity, second stage, measured, recommendation, cases figure,
+    sweep plot, sweep table."""
+    rec = s.recommendation
+    fig = cases_figure(rec.images_per_class, rec.similarity, rec.case) if rec is not None else None
+    table = sweep_table(s)
+    return (
+        s.strategy.images_per_class,
+        s.strategy.similarity,
+        s.strategy.second_stage,
+        measured_text(s),
+        rec_text(s),
+        fig,
+        table,
+        gr.Dataframe(value=table, visible=table is not None),
+    )
+
+
+# ---- moves (plain functions of a session) ------------------------------------------------
+def require_data(s: S.Session):
+    if s.dataset is None:
+        raise fail("Data: load a dataset first (tab 1)")
+
+
+def measured_similarity(s: S.Session, report) -> S.Session:
+    note = (
+        f"**Measured similarity {report.similarity:.2f}**, transferability (LogME) "
+        f"{report.transferability:.2f} nats/image ({report.transferability_normalised:.0%} of label variance "
+        f"explained by frozen features). {report.explanation}"
+    )
+    ev = S.Evidence(s.model, s.dataset.fingerprint, similarity=float(report.similarity), similarity_note=note)
+    return S.with_evidence(s, ev)
+
+
+def measured_sweep(s: S.Session, table) -> S.Session:
+    return S.with_evidence(s, S.Evidence(s.model, s.dataset.fingerprint, sweep=table))
 
 
 def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
         with gr.Column(scale=2):
-            c.ipc = gr.Slider(label="Images per class", minimum=1, maximum=5000, step=1, value=40)
+            c.ipc = gr.Slider(label="Images per class", minimum=1, maximum=5000, step=1,
+                              value=S.DEFAULT_IMAGES_PER_CLASS, elem_id="tl-ipc")
             c.sim = gr.Slider(
                 label="Similarity to the pretraining images (0 unrelated … 1 the same kind)",
-                minimum=0.0, maximum=1.0, step=0.01, value=0.5,
+                minimum=0.0, maximum=1.0, step=0.01, value=S.DEFAULT_SIMILARITY, elem_id="tl-sim",
             )
             c.second_stage = gr.Checkbox(
                 label="Small & different: add the optional second stage (then train the whole kept network)",
                 value=False,
             )
             with gr.Row():
-                c.measure_btn = gr.Button("Measure from my data")
-                c.sweep_btn = gr.Button("Run the freeze-depth sweep")
-            c.measured = gr.Markdown("")
-            c.rec = gr.Markdown("")
-            c.apply_btn = gr.Button("Apply: fill the checklist, the cut, the head and the settings", variant="primary")
+                c.measure_btn = gr.Button("Measure from my data", elem_id="tl-measure")
+                c.sweep_btn = gr.Button("Run the freeze-depth sweep", elem_id="tl-sweep")
+            c.measured = gr.Markdown("", elem_id="tl-measured")
+            c.rec = gr.Markdown("", elem_id="tl-rec")
+            c.apply_btn = gr.Button("Apply: fill the checklist, the cut, the head and the settings", variant="primary",
+                                    elem_id="tl-apply")
         with gr.Column(scale=2):
             c.cases = gr.Plot(label="The four cases", format="png", show_label=False)
             c.sweep_plot = gr.LinePlot(
@@ -66,75 +120,49 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
                 x_title="cut after layer (depth index)", y_title="validation accuracy", height=260,
             )
             c.sweep_table = gr.Dataframe(label="Sweep", interactive=False, visible=False)
+    c.outputs = [c.ipc, c.sim, c.second_stage, c.measured, c.rec, c.cases, c.sweep_plot, c.sweep_table]
+    n_out = len(c.outputs)
 
-    def update(ws_id, model, ipc, sim):
-        ws = ctx.ws(ws_id)
-        r = _rec(ws, model, ipc, sim)
-        return rec_text(r), cases_figure(r.images_per_class, r.similarity, r.case)
-
-    def _measured(ws, model, progress, at: float, desc: str, **what):
-        """``measure_dataset`` on the workspace's data, decoded once; bad input becomes a UI error."""
-        if ws.dataset is None:
-            raise fail("Data: load a dataset first (tab 1)")
+    def run_measure(ws, progress, at: float, desc: str, **what):
+        """``measure_dataset`` on the session's data, decoded once; bad input becomes a user error."""
+        s = ws.session
+        require_data(s)
         progress(0.1, desc="decoding images")
-        data = decoded(ws, model)
+        data = decoded(ws, s.model, s.dataset)
         progress(at, desc=desc)
         try:
-            return measure_dataset(model, ws.dataset, store=data.images, **what)
+            return s, measure_dataset(s.model, s.dataset, store=data.images, **what)
         except ValueError as exc:
             raise fail(str(exc)) from None
 
-    def measure(ws_id, model, progress=gr.Progress()):
+    def measure(ws_id, progress=gr.Progress()):
         ws = ctx.ws(ws_id)
-        report, _ = _measured(ws, model, progress, 0.4, "running the pretrained network")
-        text = (
-            f"**Measured similarity {report.similarity:.2f}**, transferability (LogME) "
-            f"{report.transferability:.2f} nats/image ({report.transferability_normalised:.0%} of label variance "
-            f"explained by frozen features). {report.explanation}"
-        )
-        r = _rec(ws, model, ws_ipc(ws), report.similarity)
-        return report.similarity, text, rec_text(r), cases_figure(r.images_per_class, r.similarity, r.case)
+        s, (report, _) = run_measure(ws, progress, 0.4, "running the pretrained network")
+        with ws.lock:
+            if ws.session.dataset is s.dataset and ws.session.model == s.model:  # nothing changed meanwhile
+                ws.session = measured_similarity(ws.session, report)
+            return views(ws.session)
 
-    def sweep(ws_id, model, ipc, sim, progress=gr.Progress()):
+    def sweep(ws_id, progress=gr.Progress()):
         ws = ctx.ws(ws_id)
-        _, table = _measured(ws, model, progress, 0.3, "features at every depth, then a linear probe each",
-                             similarity=False, sweep=True)
-        ws.state["sweep"] = (model, table)
-        r = _rec(ws, model, ipc, sim)
-        shown = table[["depth", "layer", "val_accuracy", "train_accuracy", "feature_dim"]]
-        return shown, gr.Dataframe(value=shown, visible=True), rec_text(r), cases_figure(r.images_per_class, r.similarity, r.case)
+        s, (_, table) = run_measure(ws, progress, 0.3, "features at every depth, then a linear probe each",
+                                    similarity=False, sweep=True)
+        with ws.lock:
+            if ws.session.dataset is s.dataset and ws.session.model == s.model:
+                ws.session = measured_sweep(ws.session, table)
+            return views(ws.session)
 
-    def ws_ipc(ws):
-        ds = ws.dataset
-        return len(ds.train_idx) / max(len(ds.classes), 1) if ds is not None else 40
+    def sliders(ws_id, ipc, sim, second_stage):
+        ws = ctx.ws(ws_id)
+        with ws.lock:
+            ws.session = S.with_strategy(ws.session, ipc, sim, second_stage)
+            return views(ws.session)
 
-    def set_second_stage(ws_id, model, ipc, sim, on):
-        ctx.ws(ws_id).state["second_stage"] = bool(on)
-        return update(ws_id, model, ipc, sim)
-
-    c.update = update
-    c.ws_ipc = ws_ipc
-    c.second_stage.input(set_second_stage, [ws_state, model_dd, c.ipc, c.sim, c.second_stage], [c.rec, c.cases],
-                         api_visibility="private")
+    slider_inputs = [ws_state, c.ipc, c.sim, c.second_stage]
     for comp in (c.ipc, c.sim):
-        comp.release(update, [ws_state, model_dd, c.ipc, c.sim], [c.rec, c.cases], api_visibility="private")
-    model_dd.input(update, [ws_state, model_dd, c.ipc, c.sim], [c.rec, c.cases], api_visibility="private")
-    c.measure_btn.click(
-        measure, [ws_state, model_dd], [c.sim, c.measured, c.rec, c.cases], api_name="measure_similarity"
-    )
-    c.sweep_btn.click(
-        sweep, [ws_state, model_dd, c.ipc, c.sim], [c.sweep_plot, c.sweep_table, c.rec, c.cases], api_name="sweep"
-    )
-
-    def apply(ws_id, model, ipc, sim):
-        ws = ctx.ws(ws_id)
-        r = _rec(ws, model, ipc, sim)
-        ws.state["plan"] = r.plan
-        ws.state["settings"] = {"epochs": r.epochs, "lr": r.lr, "batch_size": r.batch_size, "augment": r.augment}
-        current_plan(ws, model)
-        return r
-
-    c.apply = apply
+        comp.release(guarded(sliders, n_out), slider_inputs, c.outputs, api_visibility="private")
+    c.second_stage.input(guarded(sliders, n_out), slider_inputs, c.outputs, api_visibility="private")
+    c.measure_btn.click(guarded(measure, n_out), [ws_state], c.outputs, api_name="measure_similarity")
+    c.sweep_btn.click(guarded(sweep, n_out), [ws_state], c.outputs, api_name="sweep")
+    c.views = views
     return c
-
-

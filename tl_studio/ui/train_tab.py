@@ -17,15 +17,17 @@ import torch
 
 from .. import train
 from ..plan import PlanError
-from ..surgery import validate
-from .context import AppContext, fail
-from .model_tab import current_plan
+from ..states import validate
+from . import session as S
+from .context import AppContext, fail, guarded
 from .stores import decoded
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-DEFAULTS = {"epochs": 5, "lr": 1e-3, "batch_size": 32, "augment": "none"}
+# The form's fields, in the order of start_training's parameters after ws_id and model.
+FORM_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "augment", "label_smoothing",
+               "weight_decay", "early_stopping", "seed", "device")
 
 
 def device_choices() -> list[str]:
@@ -103,29 +105,76 @@ ACC_COLOURS = {"train": "#5b8def", "validation": "#f28e2b"}
 
 
 def current_job(ws) -> train.Job | None:
-    if not ws.current_job:
+    job_id = ws.session.job_id if ws.session is not None else None
+    if not job_id:
         return None
     try:
-        return train.REGISTRY.get(ws.current_job)
+        return train.REGISTRY.get(job_id)
     except train.JobNotFound:
         return None
 
 
+def form_values(config: train.TrainConfig) -> tuple:
+    """The form's values for a config (a running job's after a reload, else the session's)."""
+    return tuple(getattr(config, f) for f in FORM_FIELDS)
+
+
+def config_from_form(settings: train.TrainConfig, epochs, batch_size, lr, optimizer, schedule, augment, smoothing,
+                     wd, early, seed, device) -> train.TrainConfig:
+    """The session's settings with the form's values; a bad value names its field."""
+    from dataclasses import replace
+
+    try:
+        config = replace(
+            settings, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), optimizer=optimizer,
+            schedule=schedule, augment=augment, label_smoothing=float(smoothing), weight_decay=float(wd),
+            early_stopping=int(early or 0), seed=int(seed or 0), device=device,
+        )
+        train.devices.resolve(config.device)
+    except (train.ConfigError, ValueError, TypeError, OverflowError) as exc:
+        raise fail(str(exc)) from None
+    return config
+
+
+def start(ws, model: str, config: train.TrainConfig) -> train.Job:
+    """Start training the session's plan on the session's data: the job gets its own plan, data and config."""
+    with ws.lock:
+        job = current_job(ws)
+        if job is not None and not job.done:
+            raise fail(f"A job is already {job.status} in this workspace; stop it before starting another")
+        s = S.with_model(ws.session, model)
+        if s.dataset is None:
+            raise fail("Data: load a dataset first (tab 1)")
+        plan, dataset = s.plan, s.dataset
+        try:
+            validate(plan)
+        except PlanError as exc:
+            raise fail(str(exc)) from None
+        run_dir = ws.new_run_path(plan.model)
+        job = train.start_job(plan, config, lambda: decoded(ws, plan.model, dataset), run_dir=run_dir,
+                              label=run_dir.name)
+        ws.job_ids.append(job.id)
+        ws.session = S.with_job(s, job.id, config)
+    return job
+
+
 def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
     c = SimpleNamespace()
+    d = train.TrainConfig()
     with gr.Row():
-        c.epochs = gr.Number(label="Epochs", value=DEFAULTS["epochs"], precision=0, minimum=1, maximum=1000)
-        c.batch_size = gr.Number(label="Batch size", value=DEFAULTS["batch_size"], precision=0, minimum=1, maximum=4096)
-        c.lr = gr.Number(label="Learning rate", value=DEFAULTS["lr"], minimum=1e-7, maximum=10)
-        c.optimizer = gr.Radio(label="Optimizer", choices=["adamw", "sgd"], value="adamw")
-        c.schedule = gr.Radio(label="Schedule", choices=["cosine", "onecycle", "constant"], value="cosine")
+        c.epochs = gr.Number(label="Epochs", value=d.epochs, precision=0, minimum=1, maximum=1000, elem_id="tl-epochs")
+        c.batch_size = gr.Number(label="Batch size", value=d.batch_size, precision=0, minimum=1, maximum=4096)
+        c.lr = gr.Number(label="Learning rate", value=d.lr, minimum=1e-7, maximum=10)
+        c.optimizer = gr.Radio(label="Optimizer", choices=["adamw", "sgd"], value=d.optimizer)
+        c.schedule = gr.Radio(label="Schedule", choices=["cosine", "onecycle", "constant"], value=d.schedule)
     with gr.Row():
-        c.augment = gr.Radio(label="Augmentation", choices=["none", "light", "strong"], value=DEFAULTS["augment"])
-        c.label_smoothing = gr.Slider(label="Label smoothing", minimum=0, maximum=0.5, step=0.05, value=0.1)
-        c.weight_decay = gr.Number(label="Weight decay", value=0.01, minimum=0, maximum=1)
-        c.early = gr.Number(label="Early stopping patience (0 = off)", value=0, precision=0, minimum=0)
-        c.seed = gr.Number(label="Seed", value=0, precision=0)
-        c.device = gr.Dropdown(label="Device", choices=device_choices(), value="auto")
+        c.augment = gr.Radio(label="Augmentation", choices=["none", "light", "strong"], value=d.augment)
+        c.label_smoothing = gr.Slider(label="Label smoothing", minimum=0, maximum=0.5, step=0.05,
+                                      value=d.label_smoothing)
+        c.weight_decay = gr.Number(label="Weight decay", value=d.weight_decay, minimum=0, maximum=1)
+        c.early = gr.Number(label="Early stopping patience (0 = off)", value=d.early_stopping, precision=0, minimum=0)
+        c.seed = gr.Number(label="Seed", value=d.seed, precision=0)
+        c.device = gr.Dropdown(label="Device", choices=device_choices(), value=d.device)
     with gr.Row():
         c.start_btn = gr.Button("Start training", variant="primary", elem_id="tl-start")
         c.stop_btn = gr.Button("Stop", variant="stop", elem_id="tl-stop")
@@ -144,28 +193,12 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
     c.settings = [c.epochs, c.batch_size, c.lr, c.optimizer, c.schedule, c.augment, c.label_smoothing,
                   c.weight_decay, c.early, c.seed, c.device]
 
-    def start(ws_id, model, epochs, batch_size, lr, optimizer, schedule, augment, smoothing, wd, early, seed, device):
+    def start_training(ws_id, model, epochs, batch_size, lr, optimizer, schedule, augment, smoothing, wd, early,
+                       seed, device):
         ws = ctx.ws(ws_id)
-        with ws.lock:
-            job = current_job(ws)
-            if job is not None and not job.done:
-                raise fail(f"A job is already {job.status} in this workspace; stop it before starting another")
-            if ws.dataset is None:
-                raise fail("Data: load a dataset first (tab 1)")
-            plan = current_plan(ws, model)
-            try:
-                validate(plan)
-                config = train.TrainConfig(
-                    epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), optimizer=optimizer,
-                    schedule=schedule, augment=augment, label_smoothing=float(smoothing), weight_decay=float(wd),
-                    early_stopping=int(early or 0), seed=int(seed or 0), device=device,
-                )
-                train.devices.resolve(config.device)
-            except (PlanError, train.ConfigError, ValueError, TypeError) as exc:
-                raise fail(str(exc)) from None
-            run_dir = ws.new_run_path(model)
-            job = train.start_job(plan, config, lambda: decoded(ws, model), run_dir=run_dir, label=run_dir.name)
-            ws.job_ids.append(job.id)
+        config = config_from_form(ws.session.settings, epochs, batch_size, lr, optimizer, schedule, augment,
+                                  smoothing, wd, early, seed, device)
+        job = start(ws, model, config)
         loss, acc = curves(job)
         return status_line(job), job.id, loss, acc, gr.Timer(active=True)
 
@@ -186,19 +219,19 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
 
     c.tick = tick
     c.start_event = c.start_btn.click(
-        start, [ws_state, model_dd, *c.settings], [c.status, c.job_id, c.loss_plot, c.acc_plot, c.timer],
-        api_name="start_training",
+        guarded(start_training, 5), [ws_state, model_dd, *c.settings],
+        [c.status, c.job_id, c.loss_plot, c.acc_plot, c.timer], api_name="start_training",
     )
-    c.timer.tick(tick, [ws_state], [c.status, c.loss_plot, c.acc_plot, c.timer], api_visibility="private",
-                 concurrency_limit=None, show_progress="hidden")
-    c.stop_btn.click(stop, [ws_state], [c.status], api_name="stop_training")
+    c.timer.tick(guarded(tick, 4), [ws_state], [c.status, c.loss_plot, c.acc_plot, c.timer],
+                 api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    c.stop_btn.click(guarded(stop, 1), [ws_state], [c.status], api_name="stop_training")
 
     # API clients hold the job id from start_training and pass it in.
     def poll_job(job_id: str) -> dict:
         """Status, progress and epoch metrics of a job whose id you hold."""
         try:
             job = train.REGISTRY.get(job_id)
-        except train.JobNotFound as exc:
+        except (train.JobNotFound, TypeError) as exc:
             raise fail(str(exc.args[0])) from None
         snap = job.snapshot()
         snap["epochs"] = job.metrics.snapshot()["epochs"].to_dict(orient="records")
@@ -209,11 +242,11 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
         """Ask a job whose id you hold to stop (within one batch)."""
         try:
             job = train.REGISTRY.get(job_id)
-        except train.JobNotFound as exc:
+        except (train.JobNotFound, TypeError) as exc:
             raise fail(str(exc.args[0])) from None
         job.stop()
         return job.snapshot()
 
-    gr.api(poll_job, api_name="poll_job", concurrency_limit=None)
-    gr.api(stop_job, api_name="stop_job", concurrency_limit=None)
+    gr.api(guarded(poll_job, 1), api_name="poll_job", concurrency_limit=None)
+    gr.api(guarded(stop_job, 1), api_name="stop_job", concurrency_limit=None)
     return c
