@@ -69,11 +69,18 @@ def layer_choices(st: PlanStates) -> list[tuple[str, str]]:
 
 
 def network_frame(st: PlanStates, size_by: str) -> pd.DataFrame:
-    """One bar per layer and one for the new head; the label carries the annotations."""
+    """One bar per layer and one for the new head; the label carries the depth and the annotations.
+
+    The depth prefix ("07 blocks.6") makes the labels sort in network order
+    by themselves: the plot's properties then never change after it is first
+    drawn, only its rows. (Gradio 6.31 redraws a plot whose properties change
+    with the rows it had before, which drew FLOPs on the parameter bars.)
+    """
     column = "flops" if size_by == "FLOPs" else "params"
     rows = st.rows()
-    labels = [r["name"] + (marks(s) if i < len(st.layers) else "") for i, (r, s) in
-              enumerate(zip(rows, list(st.layers) + [None]))]
+    width = len(str(len(rows)))
+    labels = [f"{i:0{width}d} {r['name']}" + (marks(s) if s is not None else "")
+              for i, (r, s) in enumerate(zip(rows, list(st.layers) + [None]))]
     return pd.DataFrame({"layer": labels, "size": [float(r[column]) for r in rows], "state": [r["state"] for r in rows]})
 
 

@@ -31,12 +31,9 @@ def model_choices() -> list[tuple[str, str]]:
     return [(f"{r.model}  ·  weights {r.weights}", r.model) for r in table.itertuples()]
 
 
-def network_plot(st, size_by: str) -> gr.BarPlot:
-    df = checklist.network_frame(st, size_by)
-    # y_lim follows the data: a bar plot keeps the domain of its first frame otherwise,
-    # which is why switching to FLOPs seemed to change only the axis title.
-    return gr.BarPlot(value=df, sort=list(df["layer"]), y_title="FLOPs" if size_by == "FLOPs" else "parameters",
-                      y_lim=[0, float(df["size"].max()) * 1.05 or 1.0])
+def network_plot(st, size_by: str):
+    # Rows only: see checklist.network_frame for why no property of the plot changes.
+    return checklist.network_frame(st, size_by)
 
 
 def plan_outputs(plan: Plan, size_by: str) -> tuple:
@@ -126,10 +123,11 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         y="size",
         color="state",
         color_map=dict(checklist.STATE_COLOURS),
-        sort=list(checklist.network_frame(st0, "params")["layer"]),
+        sort="x",
+        y_title="size (parameters or FLOPs: see Bar size)",
         title="The network, layer by layer (colour = state)",
         x_label_angle=-60,
-        height=300,
+        height=360,
         elem_id="tl-network",
     )
     with gr.Row():

@@ -1,0 +1,98 @@
+"""The UI's moves as plain functions of a typed session: no browser, real data, a real job."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tl_studio.data import load_dataset
+from tl_studio.plan import Plan
+from tl_studio.states import layer_states
+from tl_studio.strategy import SimilarityReport
+from tl_studio.train import FINISHED, REGISTRY, TrainConfig
+from tl_studio.train.rundir import load_run
+from tl_studio.ui import model_tab, session as S, strategy_tab, train_tab
+from tl_studio.ui.context import UserError
+from tl_studio.workspace import WorkspaceManager
+
+from .trainkit import DEMO, demo_dataset
+
+
+def _report(similarity: float) -> SimilarityReport:
+    return SimilarityReport(similarity=similarity, transferability=0.1, transferability_normalised=0.2,
+                            signals={}, explanation="measured in a test")
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory):
+    """The demo dataset without one of its four classes."""
+    root = tmp_path_factory.mktemp("three")
+    for split in ("train", "val"):
+        for cls in ("brick", "grass", "gravel"):
+            shutil.copytree(DEMO / split / cls, root / split / cls)
+    return load_dataset(root)
+
+
+def test_new_data_sets_the_head_and_the_sliders():
+    s = S.with_dataset(S.Session(), demo_dataset())
+    assert s.plan.head.num_classes == 4
+    assert s.strategy.images_per_class == len(demo_dataset().train_idx) / 4
+    assert s.recommendation is not None and s.recommendation.num_classes == 4
+
+
+def test_measure_moves_the_sliders_and_apply_applies_what_is_shown():
+    s = S.with_dataset(S.Session(), demo_dataset())
+    s = S.with_strategy(s, 3000, 0.9, False)  # a large & similar slider setting first
+    assert s.recommendation.case == "large_similar"
+    measured = strategy_tab.measured_similarity(s, _report(0.1))
+    assert measured.strategy.images_per_class == s.dataset_images_per_class
+    assert measured.strategy.similarity == 0.1
+    assert measured.recommendation.case == "small_different" and measured.source == S.EVIDENCE
+    applied = S.apply_recommendation(measured)
+    assert applied.plan == measured.recommendation.plan
+    assert applied.settings.epochs == measured.recommendation.epochs
+    # Moving a slider afterwards sets the evidence aside, and says so.
+    moved = S.with_strategy(measured, 3000, 0.1, False)
+    assert moved.source == S.PRIOR and moved.recommendation.case == "large_different"
+    assert "set aside" in strategy_tab.rec_text(moved)
+
+
+def test_evidence_is_kept_only_for_the_data_it_was_measured_on(three_classes):
+    s = strategy_tab.measured_similarity(S.with_dataset(S.Session(), demo_dataset()), _report(0.3))
+    assert s.matching_evidence is not None
+    other = S.with_dataset(s, three_classes)
+    assert other.matching_evidence is None and other.source == S.PRIOR
+    back = S.with_dataset(other, demo_dataset())
+    assert back.matching_evidence is not None
+
+
+def test_checklist_moves_and_errors_leave_the_session():
+    s = S.with_dataset(S.Session(), demo_dataset())
+    st = layer_states(s.plan)
+    edited = model_tab.edit(s, ["blocks.15"], None, [], 1, 256, 0.2, "frozen")
+    assert layer_states(edited.plan).ticked == ["blocks.15"] and st.ticked == []
+    with pytest.raises(UserError, match="taps"):
+        model_tab.edit(s, [], "blocks.3", ["blocks.9"], 1, 256, 0.2, "frozen")
+    with pytest.raises(UserError, match="Freeze up to: choose a layer"):
+        model_tab.quick(s, "upto", None)
+    assert model_tab.quick(edited, "head").plan == Plan.head_only("efficientnet_lite0", 4)
+
+
+def test_the_job_keeps_its_plan_while_the_session_changes(tmp_path, three_classes):
+    manager = WorkspaceManager(tmp_path / "runs", shared=False)
+    ws = manager.attach(None)
+    ws.session = S.with_dataset(S.Session(), demo_dataset())
+    config = TrainConfig(epochs=3, batch_size=16, lr=3e-3, device="cpu")
+    job = train_tab.start(ws, "efficientnet_lite0", config)
+    plan = job.plan
+    # While it runs (or waits), the person loads 3-class data and edits the checklist.
+    with ws.lock:
+        ws.session = S.with_dataset(ws.session, three_classes)
+        ws.session = model_tab.edit(ws.session, ["blocks.14", "blocks.15"], None, [], 2, 64, 0.1, "train")
+    assert ws.session.plan.head.num_classes == 3 and job.plan is plan and plan.head.num_classes == 4
+    assert job.wait(600) and job.status == FINISHED, job.error
+    info = load_run(job.run_dir)
+    assert info.plan == plan and info.plan.head.num_classes == 4
+    assert job.config == config == ws.session.settings
+    REGISTRY.forget(job.id)
