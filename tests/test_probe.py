@@ -22,8 +22,16 @@ from tl_studio.probe import (
     fit_mlp,
     ridge_cv,
     select_head,
+    single_threaded,
     stratified_folds,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """As the engine runs the probe: small products, where extra threads only wait on a busy machine."""
+    with single_threaded():
+        yield
 
 
 def tabular(n: int, d: int, k: int, seed: int, sep: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,6 +162,13 @@ def test_folds_are_stratified_partitions_and_deterministic():
     other = stratified_folds(y, folds=5, repeats=2, seed=8)
     assert not all(torch.equal(a[1], b[1]) for a, b in zip(splits, other))
     assert not torch.equal(splits[0][1], splits[5][1])  # repeats differ
+
+
+def test_single_threaded_restores_the_thread_count():
+    torch.set_num_threads(2)  # the autouse fixture restores the session's count afterwards
+    with single_threaded():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
 
 
 def test_folds_refuse_too_few_rows():

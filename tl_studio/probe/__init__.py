@@ -16,6 +16,9 @@ a few hundred SGD steps.
 * :func:`ridge_cv`: a closed-form cross-validated ridge classifier, cheap
   enough to score every candidate layer of a freeze-depth sweep.
 
+Call it single-threaded (:func:`single_threaded`): its products are small,
+and on a busy 2-core machine a second thread made it 30x slower.
+
 Imports torch only (and the standard library); scikit-learn is the tests'
 reference, not a dependency.
 """
@@ -26,6 +29,7 @@ from .linear import LogisticFit, fit_logistic
 from .mlp import MLPFit, fit_mlp
 from .ridge import RidgeCV, ridge_cv
 from .select import MLP_L2_GRID, HeadChoice, head_state_dict, select_head
+from .threads import single_threaded
 
 __all__ = [
     "DEFAULT_L2_GRID",
@@ -41,5 +45,6 @@ __all__ = [
     "head_state_dict",
     "ridge_cv",
     "select_head",
+    "single_threaded",
     "stratified_folds",
 ]

@@ -160,8 +160,10 @@ def fit_logistic(
     problem = Softmax(design.z, y, num_classes)
     start = None
     if init is not None:
-        problem_start = design.start(init.weight, init.bias)
-        start = problem.theta(*problem_start)
+        if tuple(init.weight.shape) != (num_classes, x.shape[1]):
+            raise ValueError(f"init: weight of shape {tuple(init.weight.shape)}, expected "
+                             f"({num_classes}, {x.shape[1]}) for these features and classes")
+        start = problem.theta(*design.start(init.weight, init.bias))
     m = problem.solve(l2, start, max_iter=max_iter, tol=tol)
     if not m.converged:
         log.warning("fit_logistic: l2=%.3g stopped after %d iterations, max |gradient| %.2g > tol %.2g",
