@@ -18,6 +18,7 @@ from torch import nn
 from tl_studio.probe import (
     DEFAULT_L2_GRID,
     cv_logistic,
+    cv_mlp,
     fit_logistic,
     fit_mlp,
     ridge_cv,
@@ -54,6 +55,14 @@ def projected(n: int, d: int, k: int, seed: int, sep: float = 0.6) -> tuple[torc
     latent = torch.randn(k, 16, generator=g)[y] * sep + torch.randn(n, 16, generator=g)
     x = torch.relu(latent @ torch.randn(16, d, generator=g) / 4 + 0.3 * torch.randn(n, d, generator=g))
     return x * torch.exp(torch.randn(d, generator=g)), y
+
+
+def xor(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes by the signs of two of 8 columns: no linear boundary, an easy one for a hidden layer."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g, dtype=torch.float64)
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).long()
+    return x * torch.exp(torch.randn(8, generator=g, dtype=torch.float64)) + 3, y
 
 
 def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[np.ndarray]:
@@ -189,35 +198,43 @@ def test_cv_table_covers_the_grid_strong_to_weak():
         assert abs(r["accuracy"] - np.mean(r["fold_accuracy"])) < 1e-12
 
 
+def test_cv_scores_what_a_fit_on_the_fold_gives():
+    """Each fold's score is that of the public fit on the fold's training rows (the refit's procedure):
+    the warm-started paths change the cost, not the result."""
+    x, y = xor(120, seed=2)
+    splits = stratified_folds(y, folds=3, seed=0)
+    train, held = splits[1]
+    linear = cv_logistic(x, y, 2, (1.0, 1e-2), splits)
+    fit = fit_logistic(x[train], y[train], 2, 1e-2)
+    assert linear[1]["fold_accuracy"][1] == (fit.logits(x[held]).argmax(1) == y[held]).double().mean().item()
+    mlp = cv_mlp(x, y, 2, 16, (1e-2, 1e-3), splits, seed=3)
+    fit = fit_mlp(x[train], y[train], 2, 16, 1e-3, seed=3, warm_path=[1e-2])
+    assert mlp[1]["fold_accuracy"][1] == (fit.logits(x[held]).argmax(1) == y[held]).double().mean().item()
+
+
 def test_selection_uses_only_the_rows_given_and_is_deterministic():
     x, y = projected(200, 150, 4, seed=7)
     n = 120
-    first = select_head(x[:n], y[:n], 4, hidden=16, repeats=1)
+    grid = (1.0, 1e-2, 1e-4)
+    first = select_head(x[:n], y[:n], 4, hidden=16, l2_grid=grid, repeats=1)
     # Other data that is not passed (the validation rows) changed beyond recognition.
     x2 = torch.cat([x[:n], 5 * x[n:].flip(0) + 3])
-    again = select_head(x2[:n], y[:n], 4, hidden=16, repeats=1)
+    again = select_head(x2[:n], y[:n], 4, hidden=16, l2_grid=grid, repeats=1)
     assert first.selected_on == "train-cv" and first.rows == n
     assert (first.hidden, first.l2, first.cv_accuracy, first.cv_se) == (
         again.hidden, again.l2, again.cv_accuracy, again.cv_se)
     assert first.cv_table == again.cv_table
     assert all(torch.equal(first.state_dict[k], again.state_dict[k]) for k in first.state_dict)
-    reseeded = select_head(x[:n], y[:n], 4, hidden=16, repeats=1, seed=1)
+    reseeded = select_head(x[:n], y[:n], 4, hidden=16, l2_grid=grid, repeats=1, seed=1)
     assert reseeded.cv_table != first.cv_table  # the folds, hence the table, follow the seed
 
 
-def _xor(n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 8, generator=g, dtype=torch.float64)
-    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).long()
-    return x * torch.exp(torch.randn(8, generator=g, dtype=torch.float64)) + 3, y
-
-
 def test_two_layer_head_kept_only_when_it_wins_on_the_folds():
-    x, y = _xor(200, seed=0)
-    xor = select_head(x, y, 2, hidden=32)
-    linear_best = max(r["accuracy"] for r in xor.cv_table if r["hidden"] == 0)
-    assert xor.hidden == 32 and xor.cv_accuracy > linear_best + 0.2
-    assert set(xor.state_dict) == {"fc1.weight", "fc1.bias", "fc.weight", "fc.bias"}
+    x, y = xor(200, seed=0)
+    two = select_head(x, y, 2, hidden=32)
+    linear_best = max(r["accuracy"] for r in two.cv_table if r["hidden"] == 0)
+    assert two.hidden == 32 and two.cv_accuracy > linear_best + 0.2
+    assert set(two.state_dict) == {"fc1.weight", "fc1.bias", "fc.weight", "fc.bias"}
 
     x, y = tabular(200, 20, 3, seed=8, sep=0.8)  # linear classes, overlapping: no room for a second layer
     lin = select_head(x, y, 3, hidden=32)
@@ -229,7 +246,7 @@ def test_two_layer_head_kept_only_when_it_wins_on_the_folds():
 @pytest.mark.parametrize("hidden", [0, 32])
 def test_state_dict_loads_into_the_engines_head(hidden):
     """The keys and shapes of surgery.build_head's head; raw features in, the fit's logits out."""
-    x, y = (_xor(200, seed=1) if hidden else tabular(200, 20, 3, seed=9))
+    x, y = (xor(200, seed=1) if hidden else tabular(200, 20, 3, seed=9))
     k = int(y.max()) + 1
     fc_in = hidden or x.shape[1]
     layers = OrderedDict(drop=nn.Dropout(0.2), fc=nn.Linear(fc_in, k))

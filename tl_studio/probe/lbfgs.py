@@ -8,9 +8,9 @@ times in a cross-validation, so the per-iteration overhead is what counts:
 * one iteration is one evaluation when the unit step is accepted (Armijo
   backtracking, the common case for L-BFGS on these problems);
 * the inverse-Hessian product uses the compact representation of Byrd,
-  Nocedal and Schnabel (1994), a handful of (m, p) matrix-vector products,
-  that reads the stored pairs twice an iteration, where the two-loop
-  recursion reads them four times in 4m small operations (see ``History``).
+  Nocedal and Schnabel (1994): two passes over the stored pairs an
+  iteration, where the two-loop recursion makes four, in 4m small operations
+  (see ``History``).
 """
 
 from __future__ import annotations

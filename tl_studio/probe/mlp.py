@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ DEFAULT_HIDDEN = 256
 # and the refit, so the CV scores the procedure that is refitted. The gradient
 # criterion is rarely met by then: this is early stopping as much as L2.
 DEFAULT_MAX_ITER = 150
-DEFAULT_TOL = 1e-5
+DEFAULT_TOL = 1e-5  # max |gradient|; near what float32 resolves in this objective
 # L-BFGS memory: the (m, p) curvature buffers are read several times an
 # iteration, which at p = 68k parameters costs as much as the objective; 5
 # pairs reached the same loss and held-out accuracy as 10 at half the cost.
@@ -130,19 +131,25 @@ def fit_mlp(
     x: torch.Tensor,
     y: torch.Tensor,
     num_classes: int,
-    hidden: int = DEFAULT_HIDDEN,
-    l2: float = 1e-3,
+    hidden: int,
+    l2: float,
     *,
     seed: int = 0,
+    warm_path: Sequence[float] = (),
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
     dtype: torch.dtype = torch.float32,
 ) -> MLPFit:
     """Fit the two-layer head on (x, y), standardised on these rows; the standardisation is folded into fc1.
 
+    ``warm_path``: stronger strengths to pass through first, each fit starting
+    from the previous one's solution, as the cross-validation does along its
+    grid (a non-convex fit depends on its start, so a refit of a CV choice
+    follows the same path). ``iterations`` counts the whole path.
+
     float32 by default: a local minimum of a non-convex fit has no 1e-4
-    agreement to protect, and float32 halves the cost of the (n, r) x (r, H)
-    products that dominate.
+    agreement to protect, and float32 took a quarter of float64's time (one
+    fit at 320 x 1280, 256 units: 0.4 against 1.8 s) for the same held-out accuracy.
     """
     if hidden < 1:
         raise ValueError(f"hidden must be at least 1, got {hidden}")
@@ -151,12 +158,11 @@ def fit_mlp(
     y = check_rows(x, y, num_classes)
     design = Design.of(x, dtype)
     problem = TwoLayer(design.z, y, num_classes, hidden)
-    m = problem.solve(l2, initial_weights(design, num_classes, hidden, seed), max_iter=max_iter, tol=tol)
-    return finish(design, problem, m, l2)
-
-
-def finish(design: Design, problem: TwoLayer, m: Minimum, l2: float) -> MLPFit:
+    start, iterations = initial_weights(design, num_classes, hidden, seed), 0
+    for strength in (*warm_path, l2):
+        m = problem.solve(strength, start, max_iter=max_iter, tol=tol)
+        start, iterations = m.x, iterations + m.iterations
     first, second = problem.unpack(m.x)
     w1, b1 = design.finish(first[:, : problem.r], first[:, problem.r])
     return MLPFit(w1, b1, second[:, : problem.h].double(), second[:, problem.h].double(), float(l2),
-                  m.iterations, m.converged, m.loss)
+                  iterations, m.converged, m.loss)

@@ -128,7 +128,8 @@ def select_head(
             chosen = mlp
     log.info("select_head: %s", reason)
     if chosen["hidden"]:
-        fit = fit_mlp(x, y, num_classes, chosen["hidden"], chosen["l2"], seed=seed)
+        path = [v for v in sorted(MLP_L2_GRID, reverse=True) if v > chosen["l2"]]  # as the CV reached it
+        fit = fit_mlp(x, y, num_classes, chosen["hidden"], chosen["l2"], seed=seed, warm_path=path)
     else:
         fit = fit_logistic(x, y, num_classes, chosen["l2"])
     return HeadChoice(
