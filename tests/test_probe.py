@@ -6,14 +6,11 @@ scale and offset) and pooled-feature-like random projections (nonnegative,
 more columns than rows), the shape of cached frozen CNN features.
 """
 
-from collections import OrderedDict
-
 import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
-from torch import nn
 
 from tl_studio.probe import (
     DEFAULT_L2_GRID,
@@ -245,21 +242,19 @@ def test_two_layer_head_kept_only_when_it_wins_on_the_folds():
 
 @pytest.mark.parametrize("hidden", [0, 32])
 def test_state_dict_loads_into_the_engines_head(hidden):
-    """The keys and shapes of surgery.build_head's head; raw features in, the fit's logits out."""
+    """surgery.build_head's keys and shapes; raw features in, the fit's logits out."""
+    from tl_studio.surgery import build_head
+
     x, y = (xor(200, seed=1) if hidden else tabular(200, 20, 3, seed=9))
     k = int(y.max()) + 1
-    fc_in = hidden or x.shape[1]
-    layers = OrderedDict(drop=nn.Dropout(0.2), fc=nn.Linear(fc_in, k))
-    if hidden:
-        layers = OrderedDict(fc1=nn.Linear(x.shape[1], hidden), act=nn.ReLU(), drop=nn.Dropout(0.2),
-                             fc=nn.Linear(hidden, k))
-    head = nn.Sequential(layers).eval()
     choice = select_head(x, y, k, hidden=hidden, repeats=1)
     assert choice.hidden == hidden
+    head = build_head(x.shape[1], k, hidden, dropout=0.2).eval()
     head.load_state_dict(choice.state_dict, strict=True)
     with torch.no_grad():
         out = head(x.float())
-    assert torch.allclose(out.double(), choice.fit.logits(x), atol=1e-3 * choice.fit.logits(x).abs().max())
+    expected = choice.fit.logits(x)
+    assert torch.allclose(out.double(), expected, atol=1e-3 * expected.abs().max())
 
 
 # -- ridge_cv ---------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ solution is a good start for the next, weaker one.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 
@@ -26,8 +25,6 @@ from .mlp import DEFAULT_MAX_ITER as MLP_MAX_ITER
 from .mlp import DEFAULT_TOL as MLP_TOL
 from .mlp import TwoLayer, initial_weights
 from .space import Design
-
-log = logging.getLogger(__name__)
 
 # Nine strengths, 0.75 decades apart, 1e-5 .. 10 (l2 = 1 / (C n): C from
 # about 300 down to 3e-4 at n = 320). After standardisation every feature has

@@ -16,7 +16,6 @@ seeded start, and L-BFGS stops at a local minimum.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from .lbfgs import Minimum, minimise
 from .linear import check_rows
 from .space import Design
 
-log = logging.getLogger(__name__)
 
 DEFAULT_HIDDEN = 256
 # Iterations are the cost of the two-layer comparison (1.5 ms each at 256 rows

@@ -20,7 +20,6 @@ the highest mean held-out accuracy (ties: the lower held-out squared error).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from .cv import Folds, resolve_folds
 from .linear import check_rows
 from .space import Standardiser
 
-log = logging.getLogger(__name__)
 
 # Strengths relative to the mean nonzero eigenvalue of the standardised Gram
 # matrix, max(n, D) for n rows and D features (its trace is n * D): half-decades

@@ -26,6 +26,7 @@ The rule, all on the same repeated stratified folds of the rows given:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,6 +111,7 @@ def select_head(
     ``x``, ``y``: the training rows only (cached frozen features, raw).
     """
     y = check_rows(x, y, num_classes)
+    started = time.perf_counter()
     splits = resolve_folds(y, folds, repeats, seed)
     linear_rows = cv_logistic(x, y, num_classes, l2_grid or DEFAULT_L2_GRID, splits)
     lin, top = best_row(linear_rows), top_row(linear_rows)
@@ -126,12 +128,13 @@ def select_head(
         mlp = best_row(mlp_rows)
         if mlp["folds"] == len(splits) and mlp["accuracy"] > bar:
             chosen = mlp
-    log.info("select_head: %s", reason)
     if chosen["hidden"]:
         path = [v for v in sorted(MLP_L2_GRID, reverse=True) if v > chosen["l2"]]  # as the CV reached it
         fit = fit_mlp(x, y, num_classes, chosen["hidden"], chosen["l2"], seed=seed, warm_path=path)
     else:
         fit = fit_logistic(x, y, num_classes, chosen["l2"])
+    log.info("select_head: %s (l2 %.3g; %d rows x %d features, %d folds, %.2f s)", reason, chosen["l2"],
+             x.shape[0], x.shape[1], len(splits), time.perf_counter() - started)
     return HeadChoice(
         hidden=chosen["hidden"], l2=chosen["l2"], cv_accuracy=chosen["accuracy"], cv_se=chosen["accuracy_se"],
         cv_log_loss=chosen["log_loss"], cv_table=tuple(table_rows), state_dict=head_state_dict(fit), fit=fit,
