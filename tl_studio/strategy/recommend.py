@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .. import devices
 from ..layers import layer_table
 from ..plan import FROZEN, TRAIN, HeadSpec, Plan
 from ..registry import get_spec
 from ..surgery import _pooled_width
 from . import rules, timing
-from .features import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def recommend(
 
     feat_dim = sum(_width(model_name, names[i]) for i in taps) if taps else _width(model_name, names[cut])
     head_flops = 2.0 * (feat_dim * hidden + hidden * num_classes if hidden else feat_dim * num_classes)
-    dev = str(resolve_device(device))
+    dev = str(devices.resolve(device))
     seconds = timing.training_cost(
         timing.layer_seconds(model_name, dev),
         frozen_upto + 1,

@@ -6,7 +6,7 @@ from ..registry import get_spec
 from ..train import TrainData, data_from_dataset
 
 
-def decoded(ws, model: str, progress=None) -> TrainData:
+def decoded(ws, model: str, progress=None, publish=None) -> TrainData:
     """The workspace's dataset decoded once for ``model``'s input geometry.
 
     Models that share resize, crop and interpolation share the uint8 store
@@ -19,7 +19,7 @@ def decoded(ws, model: str, progress=None) -> TrainData:
         cached = ws.state.get("decoded")
         if cached is not None and cached[0] == key:
             return cached[1]
-    data = data_from_dataset(ds, model, progress=progress)
+    data = data_from_dataset(ds, model, progress=progress, publish=publish)
     with ws.lock:
         ws.state["decoded"] = (key, data)
     return data
