@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tl_studio.plan import Plan
+from tl_studio.progress import Progress
 from tl_studio.surgery import body_layer_names
 from tl_studio.train import (
     FAILED,
@@ -198,3 +199,18 @@ def test_job_ids_are_unguessable_and_private():
         registry.get(job.id[:-1] + ("A" if job.id[-1] != "A" else "B"))
     job.wait(120)
 
+
+
+def test_a_data_factory_runs_in_the_job_and_may_publish_its_progress():
+    registry = JobRegistry()
+
+    def decode(publish):
+        publish(Progress("decoding", 24, 24, "images", 100.0, 0.0))
+        return demo_data(4, 2)
+
+    with_publisher = _start(registry, _cfg(epochs=1), data=decode)
+    without = _start(registry, _cfg(epochs=1), data=lambda: demo_data(4, 2))  # the older form still works
+    assert with_publisher.wait(120) and without.wait(120)
+    assert with_publisher.status == without.status == FINISHED
+    assert with_publisher.metrics.progress_event("decoding").done == 24
+    assert without.metrics.progress_event("decoding") is None

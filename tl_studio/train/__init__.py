@@ -17,6 +17,7 @@ device to :mod:`tl_studio.devices`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Callable
@@ -74,10 +75,10 @@ def start_job(
     """Queue a training job on its device and return at once.
 
     ``data`` may be a function producing the data, so that decoding images
-    happens in the job's thread rather than the caller's. It is called with
-    one argument, a function taking :class:`~tl_studio.progress.Progress`
-    events, to pass on as ``data_from_dataset(..., publish=...)``: the
-    decoding then shows in the job's progress.
+    happens in the job's thread rather than the caller's. A function of one
+    argument gets the job's :class:`~tl_studio.progress.Progress` publisher,
+    to pass on as ``data_from_dataset(..., publish=...)``: the decoding then
+    shows in the job's progress.
     """
     from ..runtime import tune_allocator
 
@@ -85,7 +86,7 @@ def start_job(
     dev = devices.resolve(config.device)
 
     def work(job: Job) -> TrainResult:
-        d = data(job.metrics.publish) if callable(data) else data
+        d = _produce(data, job.metrics.publish) if callable(data) else data
         trainer = Trainer(
             plan,
             config,
@@ -103,3 +104,12 @@ def start_job(
     job.run_dir = Path(run_dir) if run_dir else None
     registry.submit(job)
     return job
+
+
+def _produce(factory: Callable, publish: Callable[[Progress], None]) -> TrainData:
+    """Call a data factory, with the publisher if it takes an argument (factories of none still work)."""
+    try:
+        takes_one = bool(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):  # no signature to read (some builtins): assume the documented form
+        takes_one = True
+    return factory(publish) if takes_one else factory()

@@ -164,8 +164,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
             except (PlanError, train.ConfigError, ValueError, TypeError) as exc:
                 raise fail(str(exc)) from None
             run_dir = ws.new_run_path(model)
-            job = train.start_job(plan, config, lambda publish: decoded(ws, model, publish=publish),
-                                  run_dir=run_dir, label=run_dir.name)
+            job = train.start_job(plan, config, lambda: decoded(ws, model), run_dir=run_dir, label=run_dir.name)
             ws.job_ids.append(job.id)
         loss, acc = curves(job)
         return status_line(job), job.id, loss, acc, gr.Timer(active=True)
