@@ -143,7 +143,7 @@ def subset(data, n_train: int, n_val: int):
 def engine_trainer(plan, config, data, pretrained: bool = False):
     """A Trainer set up as ``fit()`` sets it up, so that single epochs can be timed.
 
-    ``epoch()`` runs one ``Trainer._train_epoch`` (the engine's whole step:
+    ``epoch()`` runs one ``Trainer.train_epoch`` (the engine's whole step:
     inputs, augmentation, frozen prefix, schedule, metrics) and returns its
     seconds; everything between epochs (validation, checkpoints) is left out,
     which is what "steady-state images/s" means.
@@ -151,14 +151,14 @@ def engine_trainer(plan, config, data, pretrained: bool = False):
     from tl_studio.train import Trainer
 
     tr = Trainer(plan, config, data, pretrained=pretrained)
-    tr._build()
-    tr._enter_phase(tr._phase_for(0))
-    tr._maybe_cache()
+    tr.build()
+    tr.start_phase(0)
+    tr.inputs.build_cache(config, tr.batch_size)
     state = {"epoch": 0}
 
     def epoch() -> float:
         t = time.perf_counter()
-        tr._train_epoch(state["epoch"], total_steps=10**6, warmup=0)
+        tr.train_epoch(state["epoch"], total_steps=10**6, warmup=0)
         state["epoch"] += 1
         return time.perf_counter() - t
 
@@ -168,7 +168,7 @@ def engine_trainer(plan, config, data, pretrained: bool = False):
 
 # ---- reporting -------------------------------------------------------------------------
 def machine() -> dict[str, str]:
-    from tl_studio.train import devices
+    from tl_studio import devices
 
     cpu = platform.processor() or platform.machine()
     try:

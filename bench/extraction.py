@@ -13,10 +13,10 @@ import time
 import numpy as np
 import torch
 
+from tl_studio import devices
 from tl_studio.plan import Plan
 from tl_studio.registry import get_spec
 from tl_studio.surgery import build_model
-from tl_studio.train import devices
 from tl_studio.train.extract import FrozenPrefix
 
 from .common import Row, alternate, check, median, pair_range

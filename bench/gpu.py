@@ -86,7 +86,8 @@ def measure(args) -> tuple[list, dict]:
     from bench.common import Row, median, synthetic_data
     from tl_studio.plan import Plan
     from tl_studio.registry import get_spec
-    from tl_studio.train import TrainConfig, Trainer, devices
+    from tl_studio import devices
+    from tl_studio.train import TrainConfig, Trainer
 
     device = torch.device("cuda") if not args.dry_run else torch.device("cpu")
     if device.type == "cuda":
@@ -113,15 +114,15 @@ def measure(args) -> tuple[list, dict]:
 
     def engine_side():
         tr = Trainer(plan, cfg, data, pretrained=False)
-        tr._build()  # images move to the device here, as uint8
-        tr._enter_phase("plan")
+        tr.build()  # images move to the device here, as uint8
+        tr.enter_phase("plan")
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         state = {"epoch": 0}
 
         def epoch() -> float:
             sync()
             t = time.perf_counter()
-            tr._train_epoch(state["epoch"], total_steps=10**6, warmup=0)
+            tr.train_epoch(state["epoch"], total_steps=10**6, warmup=0)
             sync()
             state["epoch"] += 1
             return time.perf_counter() - t
@@ -144,7 +145,7 @@ def measure(args) -> tuple[list, dict]:
                             f"skipped: time budget {args.budget_s} s spent"))
             continue
         tr, engine_epoch = engine_side()
-        loop, bare_epoch = bare_side(tr.images, tr.labels)
+        loop, bare_epoch = bare_side(tr.inputs.images, tr.inputs.labels)
         compile_s = {}
         if mode is not None:
             # nn.Module.compile compiles in place: the Trainer keeps its own model object.
@@ -173,7 +174,7 @@ def measure(args) -> tuple[list, dict]:
             ">= 0.95", ok, detail,
             limit="the GPU's bf16 tensor-core throughput for ResNet-50 (tuned MLPerf ~7,000 img/s per H100); "
             "the bare loop is the ratio's 1.0.",
-            lever="tl_studio/train/loop.py (per-step host work, syncs) and, beyond eager, compiling the model "
+            lever="tl_studio/train/epoch.py (per-step host work, syncs) and, beyond eager, compiling the model "
             "(torch.compile / CUDA graphs) in the Trainer.",
             extra={"engine_img_s": n / te, "bare_img_s": n / tb, "compile_s": compile_s},
         ))

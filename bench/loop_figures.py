@@ -20,7 +20,7 @@ from tl_studio.plan import Plan
 from tl_studio.registry import get_spec
 from tl_studio.surgery import body_layer_names, build_model
 from tl_studio.train import TrainConfig, Trainer
-from tl_studio.train.loop import CHECKPOINT_SECONDS
+from tl_studio.train.checkpoint import CHECKPOINT_SECONDS
 
 from .common import Row, alternate, check, demo_data, engine_trainer, median, pair_range, subset, synthetic_data
 
@@ -84,7 +84,8 @@ def loop_efficiency(model: str, *, size: int, batch: int, steps: int, repeats: i
         f"engine {n / e:.1f} img/s vs bare loop {n / b:.1f} img/s; {steps} steps per side, {repeats} alternations "
         f"({pair_range(t['bare'], t['engine'])})",
         limit="the hand-written loop's own speed: model compute, nothing else (ratio 1.0).",
-        lever="tl_studio/train/loop.py: `_train_epoch` / `_inputs` (per-step Python, syncs, schedule, metrics).",
+        lever="tl_studio/train/epoch.py: `train_epoch`, inputs.py: `Inputs.tensor` "
+        "(per-step Python, syncs, schedule, metrics).",
     )
 
 
@@ -237,7 +238,8 @@ def feature_cache(*, epochs: int, n_train: int, n_val: int, repeats: int, real=N
         "per-epoch bookkeeping) weigh against one 2-2.5 s pass over the images: N x E / (E + fixed), "
         "about 8 here, and closer to N the more images there are.",
         lever="tl_studio/train/cache.py (`FeatureCache.build`), extract.py (`FrozenPrefix` build time), "
-        "loop.py `fit` (per-epoch bookkeeping, CHECKPOINT_SECONDS) and surgery.py (`TransferModel.train`, "
+        "loop.py `fit` (per-epoch bookkeeping), checkpoint.py (CHECKPOINT_SECONDS) and surgery.py "
+        "(`TransferModel.train`, "
         "~8 ms per mode switch).",
         extra={"train_loss_diff": dloss, "val_loss_diff": dval, "val_acc_diff": dacc},
     )

@@ -6,8 +6,8 @@ import torch
 
 from tl_studio.plan import Plan
 from tl_studio.surgery import body_layer_names
-from tl_studio.train import JobRegistry, Trainer, TrainConfig, loop, start_job
-from tl_studio.train.rundir import LAST, WEIGHTS, load_last, load_weights, read_tables
+from tl_studio.train import JobRegistry, Trainer, TrainConfig, checkpoint, start_job
+from tl_studio.runs import LAST, WEIGHTS, load_last, load_weights, read_tables
 
 from .trainkit import demo_data
 
@@ -16,7 +16,7 @@ FAST = "mobilenet_v3_small"
 
 def test_stop_between_checkpoints_then_resume_trains_the_same(tmp_path, monkeypatch):
     # Never due by time: last.pt is written after the first epoch and when a stop is asked for.
-    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 1e9)
+    monkeypatch.setattr(checkpoint, "CHECKPOINT_SECONDS", 1e9)
     names = body_layer_names(FAST)
     plan = Plan.freeze_upto(FAST, 4, names, names[6])
     data = demo_data(6, 3)  # 24 training images: 3 batches of 8 per epoch
@@ -52,7 +52,7 @@ def test_stop_between_checkpoints_then_resume_trains_the_same(tmp_path, monkeypa
 
 
 def test_the_best_weights_copy_survives_later_training_and_phases():
-    """``_state`` copies only what the phase trains; no later step or unfreezing may alter a copy."""
+    """``Snapshots.take`` copies only what the phase trains; no later step or unfreezing may alter a copy."""
     names = body_layer_names(FAST)
     plan = Plan.freeze_upto(FAST, 4, names, names[6], unfreeze_all_at=1)  # epoch 2 on: every layer trains
     data = demo_data(4, 2)
@@ -62,7 +62,7 @@ def test_the_best_weights_copy_survives_later_training_and_phases():
     def at_each_epoch(trainer, event, info):
         if event == "epoch":
             truth = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-            taken.append((trainer._state(), truth))
+            taken.append((trainer.snapshots.take(), truth))
 
     Trainer(plan, cfg, data, pretrained=False, callbacks=[at_each_epoch]).fit()
     assert len(taken) == 3

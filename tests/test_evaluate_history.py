@@ -14,7 +14,7 @@ from tl_studio.evaluate import compare_runs_figure, delete_run, plan_summary, ru
 from tl_studio.evaluate.history import COLUMNS
 from tl_studio.plan import HeadSpec, Plan
 from tl_studio.train import REGISTRY, Job
-from tl_studio.train.rundir import RunError
+from tl_studio.runs import RunError
 
 from .test_evaluate_run import copy_run
 

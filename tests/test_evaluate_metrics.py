@@ -11,7 +11,7 @@ import pytest
 from tl_studio.evaluate import Evaluation, confusion_cell, metrics_json, model_card
 from tl_studio.evaluate import metrics as M
 from tl_studio.plan import Plan
-from tl_studio.train.rundir import RunInfo
+from tl_studio.runs import RunInfo
 
 CLASSES = ["ant", "bee", "cat"]
 # Known counts (rows true, columns predicted):

@@ -21,7 +21,7 @@ from tl_studio.evaluate import (
     evaluate_run,
     export_evaluation,
 )
-from tl_studio.train.rundir import RunError
+from tl_studio.runs import RunError
 
 from .conftest import DATA
 from .trainkit import DEMO

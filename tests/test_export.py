@@ -13,6 +13,7 @@ from tl_studio.export import ExportError, export_run
 from tl_studio.plan import Plan
 from tl_studio.predict import Normalized, Predictor, load_model
 from tl_studio.registry import get_spec
+from tl_studio.runs import WEIGHTS, load_weights, save_weights
 from tl_studio.surgery import build_model
 
 from .conftest import DATA
@@ -80,3 +81,22 @@ def test_predictor_uses_the_trained_head(lite0_run):
 def test_unknown_format_is_refused(lite0_run):
     with pytest.raises(ExportError, match="format: must be one of"):
         export_run(lite0_run[0], "tflite")
+
+
+def test_runs_made_before_the_plan_hash_still_load(lite0_run, tmp_path, caplog):
+    """Older runs kept the plan in the weights' metadata; a mismatched hash is reported, not fatal."""
+    from .test_evaluate_run import copy_run
+
+    run, _ = lite0_run
+    state, meta = load_weights(run / WEIGHTS)
+    config = json.loads((run / "config.json").read_text())
+    old = copy_run(run, tmp_path / "old")
+    old_meta = {k: v for k, v in meta.items() if k != "plan_sha256"}
+    save_weights(old / WEIGHTS, state, {**old_meta, "plan": json.dumps(config["plan"])})
+    assert Predictor.from_run(old).predict([DATA / "coffee.jpg"])[0][0]["label"] == \
+        Predictor.from_run(run).predict([DATA / "coffee.jpg"])[0][0]["label"]
+    edited = copy_run(run, tmp_path / "edited")
+    cfg = {**config, "plan": {**config["plan"], "head_warmup_epochs": 3}}
+    (edited / "config.json").write_text(json.dumps(cfg))
+    load_model(edited)
+    assert "another plan than the one in config.json" in caplog.text

@@ -12,7 +12,7 @@ from tl_studio.lite0 import SamePadConv2d
 from tl_studio.plan import Plan
 from tl_studio.surgery import build_model
 from tl_studio.train.extract import ConvAct, FrozenPrefix, _unpad_conv, fold_batchnorm, lower_for_cpu
-from tl_studio.train.rundir import all_finite
+from tl_studio.runs import all_finite
 
 
 @pytest.mark.parametrize("kernel,stride,size", [(3, 2, 16), (5, 2, 16), (3, 2, 15), (5, 1, 12)])

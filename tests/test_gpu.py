@@ -45,7 +45,7 @@ def test_bf16_channels_last_path():
         assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
     conv = trainer.model.body[0].conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
-    assert trainer.images.device.type == "cuda"  # data kept on the device
+    assert trainer.inputs.images.device.type == "cuda"  # data kept on the device
 
 
 def test_real_oom_is_halved_and_recovers():

@@ -1,7 +1,8 @@
-"""Run files: atomic writes, and checkpoints that are never trusted."""
+"""Run files: atomic writes, checkpoints that are never trusted, and each run's status."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import threading
@@ -10,7 +11,20 @@ import pytest
 import torch
 
 from tl_studio.atomic import write_json
-from tl_studio.train.rundir import RunError, load_last, load_weights, save_last, save_weights
+from tl_studio.runs import (
+    CONFIG,
+    SUMMARY,
+    RunError,
+    hold,
+    is_running,
+    load_last,
+    load_weights,
+    plan_sha256,
+    save_last,
+    save_weights,
+    status,
+    writing,
+)
 
 
 def test_no_partial_file_is_ever_readable(tmp_path):
@@ -104,3 +118,46 @@ def test_nan_weights_are_never_saved(tmp_path):
     with pytest.raises(RunError, match="non-finite"):
         save_weights(tmp_path / "model.safetensors", {"w": torch.tensor([1.0, float("nan")])}, {})
     assert not (tmp_path / "model.safetensors").exists()
+
+
+# ---- a run's status ------------------------------------------------------------------------
+def _run_with(tmp_path, name, summary):
+    run = tmp_path / name
+    run.mkdir()
+    write_json(run / CONFIG, {"plan": {}})
+    if summary is not None:
+        (run / SUMMARY).write_text(summary if isinstance(summary, str) else json.dumps(summary))
+    return run
+
+
+@pytest.mark.parametrize(
+    "summary, expected",
+    [
+        ({"status": "finished"}, "finished"),
+        ({"status": "stopped"}, "stopped"),
+        ({"status": "failed", "error": "NonFiniteLoss: ..."}, "failed"),
+        (None, "incomplete"),  # crashed, killed, or another process is writing it
+        ("{half", "incomplete"),
+        ({"status": "something else"}, "incomplete"),
+    ],
+)
+def test_status_reads_the_summary(tmp_path, summary, expected):
+    assert status(_run_with(tmp_path, "r", summary)) == expected
+
+
+def test_a_run_held_in_this_process_is_running_until_every_hold_is_released(tmp_path):
+    run = _run_with(tmp_path, "r", {"status": "finished"})  # a finished run being resumed
+    release = hold(run)
+    with writing(tmp_path / "." / "r"):  # the same folder by another spelling
+        assert status(run) == "running" and is_running(run)
+    assert status(run) == "running"
+    release()
+    release()  # a second release changes nothing
+    assert status(run) == "finished" and not is_running(run)
+
+
+def test_plan_hash_is_canonical():
+    a = {"model": "m", "layers": {"b": "train", "a": "frozen"}, "head": {"num_classes": 3}}
+    b = {"head": {"num_classes": 3}, "layers": {"a": "frozen", "b": "train"}, "model": "m"}
+    assert plan_sha256(a) == plan_sha256(b)
+    assert plan_sha256(a) != plan_sha256({**a, "model": "n"})

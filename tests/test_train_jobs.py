@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 import torch
 
 from tl_studio.plan import Plan
+from tl_studio.progress import Progress
 from tl_studio.surgery import body_layer_names
 from tl_studio.train import (
     FAILED,
@@ -20,7 +22,7 @@ from tl_studio.train import (
     TrainConfig,
     start_job,
 )
-from tl_studio.train.rundir import WEIGHTS, load_weights
+from tl_studio.runs import SUMMARY, WEIGHTS, load_weights, status
 
 from .trainkit import demo_data
 
@@ -116,6 +118,10 @@ def test_nan_loss_stops_the_job_and_names_the_step(tmp_path):
     assert job.wait(120)
     assert job.status == FAILED
     assert "NonFiniteLoss" in job.error and "at step" in job.error
+    # The run says it failed and why, rather than looking unfinished forever.
+    summary = json.loads((tmp_path / "run" / SUMMARY).read_text())
+    assert summary["status"] == "failed" and summary["error"] == job.error
+    assert status(tmp_path / "run") == "failed"
     # No checkpoint is ever written from NaN weights.
     weights = tmp_path / "run" / WEIGHTS
     if weights.exists():
@@ -153,7 +159,7 @@ def test_cuda_oom_at_the_floor_fails_clearly():
     assert "out of memory even at batch size 4" in job.error
 
 
-def test_two_jobs_queue_behind_one_device_slot():
+def test_two_jobs_queue_behind_one_device_slot(tmp_path):
     registry = JobRegistry()
     release = threading.Event()
     first_running = threading.Event()
@@ -163,21 +169,25 @@ def test_two_jobs_queue_behind_one_device_slot():
             first_running.set()
             assert release.wait(120)
 
-    a = _start(registry, _cfg(epochs=1), [hold])
+    a = _start(registry, _cfg(epochs=1), [hold], run_dir=tmp_path / "a")
     assert first_running.wait(120)
-    b = _start(registry, _cfg(epochs=1))
-    c = _start(registry, _cfg(epochs=1))
+    b = _start(registry, _cfg(epochs=1), run_dir=tmp_path / "b")
+    c = _start(registry, _cfg(epochs=1), run_dir=tmp_path / "c")
     assert a.status == RUNNING and a.queue_position() == 0
     assert b.status == QUEUED and b.queue_position() == 1
     assert c.status == QUEUED and c.queue_position() == 2
+    # A queued job's run counts as running too (nobody may delete it from under the job).
+    assert [status(tmp_path / r) for r in "abc"] == ["running"] * 3
     c.stop()  # leaves the queue at once, without running
     assert c.status == STOPPED and c.wait(1)
+    assert status(tmp_path / "c") == "incomplete"  # let go at once; it never wrote a summary
     assert b.queue_position() == 1
     release.set()
     assert a.wait(120) and b.wait(120)
     assert a.status == FINISHED and b.status == FINISHED
     assert b.started >= a.finished
     assert c.started is None
+    assert status(tmp_path / "a") == status(tmp_path / "b") == "finished"
 
 
 def test_job_ids_are_unguessable_and_private():
@@ -188,3 +198,19 @@ def test_job_ids_are_unguessable_and_private():
     with pytest.raises(JobNotFound):
         registry.get(job.id[:-1] + ("A" if job.id[-1] != "A" else "B"))
     job.wait(120)
+
+
+
+def test_a_data_factory_runs_in_the_job_and_may_publish_its_progress():
+    registry = JobRegistry()
+
+    def decode(publish):
+        publish(Progress("decoding", 24, 24, "images", 100.0, 0.0))
+        return demo_data(4, 2)
+
+    with_publisher = _start(registry, _cfg(epochs=1), data=decode)
+    without = _start(registry, _cfg(epochs=1), data=lambda: demo_data(4, 2))  # the older form still works
+    assert with_publisher.wait(120) and without.wait(120)
+    assert with_publisher.status == without.status == FINISHED
+    assert with_publisher.metrics.progress_event("decoding").done == 24
+    assert without.metrics.progress_event("decoding") is None

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from tl_studio.plan import HeadSpec, Plan
+from tl_studio.progress import Progress
 from tl_studio.surgery import body_layer_names
 from tl_studio.train import JobRegistry, Trainer, TrainConfig, start_job
 from tl_studio.train.cache import DTYPE_TOLERANCE
-from tl_studio.train.rundir import CONFIG, LAST, METRICS, STEPS, SUMMARY, WEIGHTS, load_weights
+from tl_studio.train.schedule import lr_factor
+from tl_studio.runs import CONFIG, LAST, METRICS, STEPS, SUMMARY, WEIGHTS, load_weights, plan_sha256
 
 from .trainkit import demo_data, demo_dataset
 
@@ -49,7 +51,9 @@ def test_run_directory_contents(lite0_run):
     state, meta = load_weights(run / WEIGHTS)
     assert json.loads(meta["classes"]) == ds.classes
     assert meta["validated"] == "true"
-    assert Plan.from_json(meta["plan"]).head.num_classes == len(ds.classes)
+    # the plan is stored once, in config.json; the weights carry its hash
+    assert "plan" not in meta and meta["plan_sha256"] == plan_sha256(config["plan"])
+    assert Plan.from_dict(config["plan"]).head.num_classes == len(ds.classes)
 
 
 def _fit(plan, **cfg):
@@ -102,9 +106,9 @@ def test_tapped_multi_layer_head_trains_on_the_cache():
     assert result.cached
     names = body_layer_names("efficientnet_lite0")
     assert trainer.model.layer_names == names[: names.index("conv_head") + 1]
-    assert trainer.cache.k == len(trainer.model.layer_names)
+    assert trainer.inputs.cache.k == len(trainer.model.layer_names)
     assert trainer.model.feature_dim == 24 + 80 + 1280
-    assert trainer.cache.h.shape[1] == trainer.model.feature_dim  # pooled taps, concatenated
+    assert trainer.inputs.cache.h.shape[1] == trainer.model.feature_dim  # pooled taps, concatenated
     epochs = trainer.metrics.snapshot()["epochs"]
     assert epochs["train_loss"].iloc[-1] < epochs["train_loss"].iloc[0]
     assert result.best_val_accuracy > 0.5  # chance is 0.25
@@ -176,3 +180,46 @@ def test_streaming_store_trains_like_the_in_memory_one():
     for k, v in a.state.items():
         if v.is_floating_point():
             torch.testing.assert_close(b.state[k], v)
+
+
+def test_the_logged_learning_rate_is_the_heads_at_every_step_and_after_unfreezing():
+    """After a phase change the newest optimizer group is a body layer's: the log still shows the head's."""
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[5], head_warmup_epochs=1, body_lr_ratio=0.1)
+    cfg = dict(epochs=2, batch_size=8, lr=1e-3, schedule="cosine", warmup_epochs=0.5, sync_every=10)
+    trainer, _ = _fit(plan, **cfg)
+    snap = trainer.metrics.snapshot()
+    steps, epochs = snap["steps"], snap["epochs"]
+    n_steps = len(steps) // 2  # 24 training images: 3 steps per epoch, one window each
+    total, warmup = 2 * n_steps, int(0.5 * n_steps)
+    expected = [1e-3 * lr_factor(s, total, warmup, "cosine") for s in range(total)]
+    assert steps["lr"].tolist() == pytest.approx(expected)
+    assert len(set(expected)) == total  # the rate moves every step, so each row must carry its own
+    assert list(epochs["phase"]) == ["head", "plan"]
+    assert epochs["lr"].tolist() == pytest.approx([expected[n_steps - 1], expected[-1]])
+    body = [g["lr"] for g in trainer.optimizer.param_groups if "head" not in g["layers"]]
+    assert body and max(body) < epochs["lr"].iloc[-1]
+
+
+def test_progress_events_follow_decoding_extraction_epochs_and_steps():
+    from tl_studio.train import data_from_dataset
+
+    seen: list[Progress] = []
+    ds = demo_dataset()
+    data_from_dataset(ds, FAST, publish=seen.append)
+    decoding = [e for e in seen if e.phase == "decoding"]
+    assert decoding and decoding[-1].done == decoding[-1].total == len(ds.paths)
+    assert decoding[-1].unit == "images" and decoding[-1].rate > 0 and decoding[-1].eta == 0
+
+    names = body_layer_names(FAST)
+    plan = Plan.freeze_upto(FAST, 4, names, names[6])
+    trainer, _ = _fit(plan, epochs=2, batch_size=8, cache="auto")
+    log = trainer.metrics
+    extracting = log.progress_event("extracting")
+    assert extracting.done == extracting.total == 24 + 12  # train and validation images, once
+    epoch = log.progress_event("epoch")
+    assert (epoch.done, epoch.total, epoch.unit) == (1, 2, "epochs") and epoch.eta > 0  # at the last epoch's start
+    step = log.progress_event("step")
+    assert (step.done, step.total, step.unit) == (3, 3, "steps") and step.eta == 0
+    assert log.progress_event() == step  # the latest of all
+    assert log.progress()["epoch"] == 2  # the live position the UI and CLI read today

@@ -11,7 +11,7 @@ from tl_studio.plan import Plan
 from tl_studio.states import layer_states
 from tl_studio.strategy import SimilarityReport
 from tl_studio.train import FINISHED, REGISTRY, TrainConfig
-from tl_studio.train.rundir import load_run
+from tl_studio.runs import load_run
 from tl_studio.ui import model_tab, session as S, strategy_tab, train_tab
 from tl_studio.ui.context import UserError
 from tl_studio.workspace import WorkspaceManager

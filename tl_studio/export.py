@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from . import runs
 from .atomic import atomic_path, write_json
 from .predict import Normalized, load_model
-from .train import rundir
+from .registry import get_spec
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
         raise ExportError(f"format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run_dir = Path(run_dir)
     model, info = load_model(run_dir)
-    pre = _preprocess(info.plan.model)
+    pre = get_spec(info.plan.model).preprocess
     net = Normalized(model, pre).eval()
     size = pre.input_size
     ext = {"safetensors": "safetensors", "onnx": "onnx", "pt2": "pt2"}[fmt]
@@ -55,8 +56,9 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     }
     if fmt == "safetensors":
         # The model's own state dict (rebuild with build_model(plan)); the
-        # preprocessing it expects travels in the metadata.
-        rundir.save_weights(
+        # preprocessing it expects travels in the metadata. An export travels
+        # alone, so it carries the whole plan (a run's weights, only its hash).
+        runs.save_weights(
             dest,
             model.state_dict(),
             {
@@ -73,12 +75,6 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     write_json(dest.with_suffix(dest.suffix + ".json"), meta)
     log.info("exported %s to %s", fmt, dest)
     return dest
-
-
-def _preprocess(model_name: str):
-    from .registry import get_spec
-
-    return get_spec(model_name).preprocess
 
 
 def _dynamic_batch():

@@ -1,7 +1,8 @@
 """Predictions from a trained run, or from a base model's own ImageNet head.
 
 Images go through exactly the preprocessing the model was trained with
-(the registry's spec: resize the shorter side, centre-crop, normalise).
+(:mod:`tl_studio.preprocess` with the registry's spec: resize the shorter
+side, centre-crop, normalise).
 Files are opened with the dataset layer's safe decoder (format allow-list,
 pixel-count cap), so an upload is as untrusted here as in an import.
 """
@@ -18,22 +19,14 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
+from . import runs
 from .plan import Plan
-from .registry import Preprocess, get_spec
+from .preprocess import Normalize, Preprocess, to_pixels
+from .registry import get_spec
 from .surgery import TransferModel, build_model
-from .train import rundir
 
 log = logging.getLogger(__name__)
-
-
-def pil_to_input(img: Image.Image, p: Preprocess) -> torch.Tensor:
-    """An upright RGB PIL image as the model's uint8 input (3, S, S)."""
-    img = TF.resize(img, [p.resize_size], interpolation=InterpolationMode(p.interpolation), antialias=True)
-    img = TF.center_crop(img, [p.input_size, p.input_size])
-    return TF.pil_to_tensor(img)
 
 
 def image_to_input(image, p: Preprocess) -> torch.Tensor:
@@ -41,42 +34,43 @@ def image_to_input(image, p: Preprocess) -> torch.Tensor:
     from .data.images import load_rgb, to_rgb
 
     if isinstance(image, (str, Path)):
-        return pil_to_input(load_rgb(Path(image), min_side=p.resize_size), p)
+        return to_pixels(load_rgb(Path(image), min_side=p.resize_size), p)
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     if isinstance(image, Image.Image):
-        return pil_to_input(to_rgb(image), p)
+        return to_pixels(to_rgb(image), p)
     raise TypeError(f"cannot read an image from {type(image).__name__}")
 
 
 class Normalized(nn.Module):
-    """A classifier that takes [0, 1] RGB and normalises inside (what exports ship)."""
+    """A classifier that takes [0, 1] RGB (or uint8 pixels) and normalises inside (what exports ship)."""
 
     def __init__(self, model: nn.Module, p: Preprocess):
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(p.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(p.std).view(1, 3, 1, 1))
+        self.normalize = Normalize(p)
 
     def forward(self, x):
-        return self.model((x - self.mean) / self.std)
+        return self.model(self.normalize(x))
 
 
-def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[TransferModel, rundir.RunInfo]:
+def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[TransferModel, runs.RunInfo]:
     """The trained model of a run, with its weights checked against its plan."""
-    info = rundir.load_run(run_dir)
-    state, meta = rundir.load_weights(info.weights)
+    info = runs.load_run(run_dir)
+    state, meta = runs.load_weights(info.weights)
     classes = info.classes or json.loads(meta.get("classes", "[]"))
-    if meta.get("plan"):
+    if meta.get("plan"):  # a run made before the plan was stored once, in config.json
         saved = Plan.from_json(meta["plan"])
         if saved != info.plan:
             log.warning("%s: plan in weights metadata differs from config.json; using the weights' plan", run_dir)
             info.plan = saved
+    elif meta.get("plan_sha256") and meta["plan_sha256"] != runs.plan_sha256(info.config["plan"]):
+        log.warning("%s: the weights were saved under another plan than the one in config.json", run_dir)
     model = build_model(info.plan, pretrained=False, class_names=classes)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise rundir.RunError(f"{info.weights}: weights do not fit the run's plan ({str(exc).splitlines()[0]})") from None
+        raise runs.RunError(f"{info.weights}: weights do not fit the run's plan ({str(exc).splitlines()[0]})") from None
     info.classes = classes
     return model.to(device).eval(), info
 
@@ -106,7 +100,7 @@ class Predictor:
 
     @torch.inference_mode()
     def probabilities(self, batch_uint8: torch.Tensor) -> torch.Tensor:
-        x = batch_uint8.to(self.device).float().div_(255)
+        x = batch_uint8.to(self.device)
         with self._lock:
             return self.net(x).float().softmax(-1).cpu()
 
@@ -128,7 +122,7 @@ def _cached_run(path: str, mtime: float, device: str) -> Predictor:
 
 def run_predictor(run_dir: str | Path, device: str = "cpu") -> Predictor:
     """A predictor for a run, reused until its weights file changes."""
-    weights = Path(run_dir) / rundir.WEIGHTS
+    weights = Path(run_dir) / runs.WEIGHTS
     mtime = weights.stat().st_mtime if weights.exists() else 0.0
     return _cached_run(str(Path(run_dir).resolve()), mtime, device)
 

@@ -15,36 +15,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
-import torch
 from torch import nn
 
 from . import lite0, stages, weights
+from .preprocess import Preprocess
 
 log = logging.getLogger(__name__)
 
 EMBEDDED, CACHED, DOWNLOAD = "embedded", "cached", "download"
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes the network's input tensor."""
-
-    # geometry: resize the shorter side, then centre-crop to a square
-    input_size: int = 224
-    resize_size: int = 256
-    interpolation: str = "bilinear"
-    # normalisation of [0, 1] pixels
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-    def to_dict(self) -> dict:
-        return {
-            "input_size": self.input_size,
-            "resize_size": self.resize_size,
-            "interpolation": self.interpolation,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
 
 
 @dataclass(frozen=True)
@@ -181,11 +159,3 @@ def models_table() -> pd.DataFrame:
         )
     return pd.DataFrame(rows)
 
-
-def torch_device_default() -> torch.device:
-    """CUDA, then Apple MPS, then the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

@@ -5,11 +5,12 @@ The training engine uses::
     ds = load_dataset(path, val_fraction=0.2, seed=0)
     store = ImageStore(ds.paths, get_spec(model).preprocess)   # decoded once, uint8
     aug = Augment.from_preset("light")
-    x = normalize(aug(store.get(idx).float() / 255), mean, std)
+    x = normalize(aug(store.get(idx).float() / 255), mean, std)   # tl_studio.preprocess
 """
 
 from .archive import ExtractReport, ZipLimits, safe_extract
-from .augment import PRESETS, Augment, normalize
+from ..preprocess import normalize  # re-exported: the tensor pipeline above
+from .augment import PRESETS, Augment
 from .balance import balanced_sampler, class_weights
 from .builder import AddReport, DatasetBuilder
 from .dataset import Dataset, Item

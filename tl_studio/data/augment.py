@@ -159,14 +159,3 @@ PRESETS: dict[str, Augment] = {
     "light": Augment(flip=True, random_resized_crop=0.8, color_jitter=0.1),
     "strong": Augment(flip=True, rotation=15.0, color_jitter=0.3, random_resized_crop=0.4),
 }
-
-
-def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """``(x - mean) / std`` per channel on x's device; uint8 input is scaled to [0, 1] first."""
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
-    elif not x.is_floating_point():
-        raise ValueError(f"normalize: expected uint8 or float images, got {x.dtype}")
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s

@@ -18,9 +18,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
-
+from ..preprocess import to_pixels
 from .images import MAX_PIXELS, ImageRejected, load_rgb
 
 log = logging.getLogger(__name__)
@@ -32,11 +30,7 @@ def preprocess_image(path: Path, preprocess, *, max_pixels: int = MAX_PIXELS) ->
     """One file as the model's uint8 input (3, S, S): upright RGB, shorter side resized, centre-cropped."""
     # JPEGs decode straight at a reduced scale that still covers resize_size
     img = load_rgb(Path(path), max_pixels=max_pixels, min_side=preprocess.resize_size)
-    img = TF.resize(
-        img, [preprocess.resize_size], interpolation=InterpolationMode(preprocess.interpolation), antialias=True
-    )
-    img = TF.center_crop(img, [preprocess.input_size, preprocess.input_size])
-    return TF.pil_to_tensor(img)
+    return to_pixels(img, preprocess)
 
 
 def _decode_or_blank(path: Path, preprocess, max_pixels: int) -> tuple[torch.Tensor, str]:

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import runs
 from ..data import Dataset, DatasetError, ImageStore, load_dataset
 from ..data.summary import skipped_frame
 from ..predict import run_predictor
-from ..train import rundir
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class Evaluation:
     """Predictions of one run on one set of images, and the metrics derived from them."""
 
     run_dir: Path
-    info: rundir.RunInfo
+    info: runs.RunInfo
     classes: list[str]
     source: str  # VALIDATION, or the dataset path given
     paths: list[Path]
@@ -114,7 +114,7 @@ class Evaluation:
         """Fresh matplotlib Figures (a UI may close the ones it is given)."""
         from . import figures
 
-        tables = rundir.read_tables(self.run_dir)
+        tables = runs.read_tables(self.run_dir)
         return {
             "confusion": figures.confusion_figure(self.confusion, normalized=False),
             "confusion_normalized": figures.confusion_figure(self.confusion_normalized, normalized=True),
@@ -145,9 +145,9 @@ def confusion_cell(ev: Evaluation, true_class, predicted_class) -> pd.DataFrame:
 
 
 # ---- building an evaluation ---------------------------------------------------------
-def _stored_validation(info: rundir.RunInfo) -> Dataset:
+def _stored_validation(info: runs.RunInfo) -> Dataset:
     """The run's validation files, rebuilt from config.json (missing ones reported)."""
-    cfg = info.path / rundir.CONFIG
+    cfg = info.path / runs.CONFIG
     ds = info.config.get("dataset") or {}
     root, files, val_rels = ds.get("root"), ds.get("files"), ds.get("val_rels")
     if not root or not isinstance(files, list) or not isinstance(val_rels, list):
@@ -195,16 +195,16 @@ def evaluate_run(
 ) -> Evaluation:
     """Predict every image of the run's validation files (or of ``data``) and measure.
 
-    Raises :class:`tl_studio.train.rundir.RunError` for a broken run directory
+    Raises :class:`tl_studio.train.runs.RunError` for a broken run directory
     and :class:`EvaluationError` when the images cannot be used.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / rundir.CONFIG).is_file():
-        raise rundir.RunError(f"{run_dir}: not a run directory (no {rundir.CONFIG})")
+    if not (run_dir / runs.CONFIG).is_file():
+        raise runs.RunError(f"{run_dir}: not a run directory (no {runs.CONFIG})")
     if not isinstance(top_k, int) or top_k < 1:
         raise EvaluationError(f"top_k: must be a positive integer, got {top_k!r}")
     predictor = run_predictor(run_dir, device)
-    info = rundir.load_run(run_dir)
+    info = runs.load_run(run_dir)
     classes = predictor.classes
     info.classes = classes
     if data is None:

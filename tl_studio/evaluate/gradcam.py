@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..predict import load_model, pil_to_input
-from ..registry import Preprocess, get_spec
+from .. import runs
+from ..predict import load_model
+from ..preprocess import Normalize, Preprocess, to_pixels
+from ..registry import get_spec
 from ..surgery import TransferModel
-from ..train import rundir
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,9 @@ def _model_of(run_dir_or_model) -> TransferModel:
     if isinstance(run_dir_or_model, TransferModel):
         return run_dir_or_model
     if isinstance(run_dir_or_model, (str, Path)):
-        weights = Path(run_dir_or_model) / rundir.WEIGHTS
+        weights = Path(run_dir_or_model) / runs.WEIGHTS
         if not weights.is_file():
-            raise rundir.RunError(f"{run_dir_or_model}: not a run directory with {rundir.WEIGHTS}")
+            raise runs.RunError(f"{run_dir_or_model}: not a run directory with {runs.WEIGHTS}")
         return _cached_model(str(Path(run_dir_or_model).resolve()), weights.stat().st_mtime)
     raise TypeError(f"expected a run directory or a TransferModel, got {type(run_dir_or_model).__name__}")
 
@@ -274,8 +275,7 @@ def gradcam(run_dir_or_model, image, *, target=None, layer: str | None = None) -
     model = _model_of(run_dir_or_model)
     p: Preprocess = get_spec(model.model_name).preprocess
     img = _open(image)
-    x = pil_to_input(img, p).float().div(255)
-    x = ((x - torch.tensor(p.mean).view(3, 1, 1)) / torch.tensor(p.std).view(3, 1, 1))[None]
+    x = Normalize(p)(to_pixels(img, p)[None])
     modules = _layer_modules(model)
     if layer is None:
         method, layer = _default_layer(model)

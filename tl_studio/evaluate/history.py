@@ -1,22 +1,23 @@
 """Run history: every run under a runs folder, comparing runs, deleting one.
 
 A run is any directory holding a ``config.json`` (``runs/<run>`` or, with
-workspaces, ``runs/<workspace>/<run>``). Broken runs are listed too, with the
-reason in ``status``, so they can be found and deleted; one unreadable run
-never hides the others.
+workspaces, ``runs/<workspace>/<run>``; :func:`tl_studio.runs.find_runs`).
+Broken runs are listed too, with the reason in ``status``, so they can be
+found and deleted; one unreadable run never hides the others. Every other
+run's ``status`` is :func:`tl_studio.runs.status`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
+from .. import runs
 from ..plan import Plan, PlanError
-from ..train import rundir
+from ..runs import find_runs  # re-exported: part of the evaluation API
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +33,6 @@ COLUMNS = [
     "date",
     "status",
 ]
-INCOMPLETE = "incomplete"  # no summary.json: still running, or interrupted
-RUNNING = "running"
-
-
-def find_runs(runs_dir: str | Path) -> list[Path]:
-    """Run directories under ``runs_dir`` (not following links; hidden folders skipped)."""
-    root = Path(runs_dir)
-    found = []
-    for here, dirs, files in os.walk(root, followlinks=False):
-        if rundir.CONFIG in files and Path(here) != root:
-            found.append(Path(here))
-            dirs[:] = []  # a run's own sub-folders (evaluation/, export/) are not runs
-            continue
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    return found
 
 
 def plan_summary(plan: Plan) -> str:
@@ -77,19 +63,12 @@ def plan_summary(plan: Plan) -> str:
     return ", ".join(parts)
 
 
-def _active_run_dirs() -> set[Path]:
-    """Run directories of jobs queued or running in this process."""
-    from ..train import REGISTRY
-
-    return {Path(j.run_dir).resolve() for j in REGISTRY.active() if j.run_dir is not None}
-
-
-def _row(run: Path, root: Path, active: set[Path]) -> dict:
+def _row(run: Path, root: Path) -> dict:
     row = dict.fromkeys(COLUMNS)
     row.update(run=run.relative_to(root).as_posix(), path=str(run.resolve()))
     try:
-        info = rundir.load_run(run)
-    except rundir.RunError as exc:
+        info = runs.load_run(run)
+    except runs.RunError as exc:
         row["status"] = f"unreadable: {exc}"
         return row
     s, cfg = info.summary, info.config
@@ -102,15 +81,15 @@ def _row(run: Path, root: Path, active: set[Path]) -> dict:
     row["best_val_accuracy"] = s.get("best_val_accuracy")
     if row["epochs"] is None or row["best_val_accuracy"] is None:
         try:
-            epochs = rundir.read_tables(run)["epochs"]
+            epochs = runs.read_tables(run)["epochs"]
         except (OSError, pd.errors.ParserError) as exc:
-            log.warning("%s: unreadable %s (%s)", run, rundir.METRICS, exc)
+            log.warning("%s: unreadable %s (%s)", run, runs.METRICS, exc)
             epochs = None
         if epochs is not None and len(epochs):
             row["epochs"] = row["epochs"] if row["epochs"] is not None else int(epochs["epoch"].max())
             if row["best_val_accuracy"] is None and "val_accuracy" in epochs:
                 row["best_val_accuracy"] = float(epochs["val_accuracy"].max())
-    row["status"] = RUNNING if run.resolve() in active else s.get("status", INCOMPLETE)
+    row["status"] = runs.status(run)
     return row
 
 
@@ -119,8 +98,7 @@ def runs_table(runs_dir: str | Path) -> pd.DataFrame:
     root = Path(runs_dir)
     if not root.is_dir():
         return pd.DataFrame(columns=COLUMNS)
-    active = _active_run_dirs()
-    rows = [_row(r, root, active) for r in find_runs(root)]
+    rows = [_row(r, root) for r in find_runs(root)]
     if not rows:
         return pd.DataFrame(columns=COLUMNS)
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -140,15 +118,15 @@ def compare_runs_figure(run_dirs):
     names = [p.name for p in paths]
     # Same folder name in two workspaces: show the parent too.
     names = [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
-    runs = []
+    curves = []
     for name, p in zip(names, paths):
         try:
-            epochs = rundir.read_tables(p)["epochs"]
+            epochs = runs.read_tables(p)["epochs"]
         except (OSError, pd.errors.ParserError) as exc:
-            log.warning("%s: unreadable %s (%s)", p, rundir.METRICS, exc)
+            log.warning("%s: unreadable %s (%s)", p, runs.METRICS, exc)
             epochs = None
-        runs.append((name, epochs))
-    return compare_figure(runs)
+        curves.append((name, epochs))
+    return compare_figure(curves)
 
 
 def _inside(candidate: Path, root: Path) -> bool:
@@ -160,32 +138,32 @@ def delete_run(run_dir: str | Path, *, runs_dir: str | Path) -> None:
 
     A relative ``run_dir`` may be given as the table's ``run`` column (relative
     to ``runs_dir``) or relative to the working directory. Refuses, with
-    :class:`~tl_studio.train.rundir.RunError`, anything that is not a run
+    :class:`~tl_studio.runs.RunError`, anything that is not a run
     directory inside ``runs_dir``, a symbolic link, the runs folder itself,
     and a run whose training job is still active.
     """
     root = Path(runs_dir).resolve()
     if not root.is_dir():
-        raise rundir.RunError(f"{runs_dir}: runs folder not found")
+        raise runs.RunError(f"{runs_dir}: runs folder not found")
     given = Path(run_dir)
     candidates = [given] if given.is_absolute() else [given, Path(runs_dir) / given]
     matches = []
     for c in candidates:
         if c.is_symlink():
-            raise rundir.RunError(f"{run_dir}: is a symbolic link; refusing to delete through it")
+            raise runs.RunError(f"{run_dir}: is a symbolic link; refusing to delete through it")
         if not c.exists():
             continue
         real = c.resolve()
         if _inside(real, root) and real not in matches:
             matches.append(real)
     if not matches:
-        raise rundir.RunError(f"{run_dir}: not a run directory inside {runs_dir}")
+        raise runs.RunError(f"{run_dir}: not a run directory inside {runs_dir}")
     if len(matches) > 1:
-        raise rundir.RunError(f"{run_dir}: ambiguous (both {matches[0]} and {matches[1]} exist); give the full path")
+        raise runs.RunError(f"{run_dir}: ambiguous (both {matches[0]} and {matches[1]} exist); give the full path")
     target = matches[0]
-    if not target.is_dir() or not (target / rundir.CONFIG).is_file():
-        raise rundir.RunError(f"{run_dir}: not a run directory (no {rundir.CONFIG}); nothing deleted")
-    if target in _active_run_dirs():
-        raise rundir.RunError(f"{run_dir}: its training job is still running; stop it first")
+    if not target.is_dir() or not (target / runs.CONFIG).is_file():
+        raise runs.RunError(f"{run_dir}: not a run directory (no {runs.CONFIG}); nothing deleted")
+    if runs.is_running(target):
+        raise runs.RunError(f"{run_dir}: its training job is still running; stop it first")
     shutil.rmtree(target)
     log.info("deleted run %s", target)

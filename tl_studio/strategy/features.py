@@ -13,7 +13,8 @@ Two passes live here:
   layer stored). Measured similarity uses it.
 
 Images arrive as uint8 tensors (N, 3, S, S) already resized and cropped to
-the model's input size; normalisation uses the model's own mean and std.
+the model's input size; :class:`tl_studio.preprocess.Normalize` scales and
+normalises them with the model's own mean and std.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import threading
 import torch
 from torch import nn
 
+from .. import devices
 from ..layout import layout
 from ..plan import Plan
-from ..registry import get_spec, torch_device_default
+from ..preprocess import Normalize
+from ..registry import get_spec
 from ..surgery import TransferModel, body_layer_names
 
 log = logging.getLogger(__name__)
@@ -35,10 +38,6 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 # The BatchNorm hooks of imagenet_pass sit on the shared cached model: one pass at a time.
 _pass_lock = threading.Lock()
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    return torch_device_default() if device is None else torch.device(device)
 
 
 def check_images(images: torch.Tensor, what: str = "images") -> None:
@@ -79,17 +78,16 @@ def _base_model(model_name: str, pretrained: bool, device: str) -> nn.Module:
 
 def base_model(model_name: str, pretrained: bool = True, device: torch.device | None = None) -> nn.Module:
     """The registry's base network (ImageNet head included), cached, frozen, in eval mode."""
-    device = resolve_device(device)
+    device = devices.resolve(device)
     with _lock:
         return _base_model(model_name, pretrained, str(device))
 
 
 def _normaliser(model_name: str, device: torch.device):
-    pre = get_spec(model_name).preprocess
-    mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1) * 255.0
+    normalize = Normalize(get_spec(model_name).preprocess).to(device)
+
     def norm(batch: torch.Tensor) -> torch.Tensor:
-        x = (batch.to(device, non_blocking=True).float() - mean) / std
+        x = normalize(batch.to(device, non_blocking=True))
         return x.contiguous(memory_format=torch.channels_last)
 
     return norm
@@ -119,7 +117,7 @@ def pooled_features(
         raise ValueError("layers: name at least one body layer")
     known = body_layer_names(model_name)
     order = sorted(set(layers), key=known.index) if set(layers) <= set(known) else list(layers)
-    device = resolve_device(device)
+    device = devices.resolve(device)
     # validate() inside TransferModel names any unknown layer with close matches.
     plan = Plan.head_only(model_name, 2, taps=order)
     base = base_model(model_name, pretrained, device)
@@ -193,7 +191,7 @@ def imagenet_pass(
     (ConvNeXt, ViT use LayerNorm) give an empty ``bn_kl``.
     """
     check_images(images_uint8)
-    device = resolve_device(device)
+    device = devices.resolve(device)
     spec = get_spec(model_name)
     base = base_model(model_name, pretrained, device)
     stages = spec.stages(base)

@@ -3,7 +3,8 @@
 Pure Python over the cached layer table: no weights are loaded, no GPU is
 needed. The rules and their thresholds live in :mod:`.rules`; this module
 turns the depth fractions they give into layer names for one model, picks
-the hyper-parameters, estimates the time and writes the rationale.
+the hyper-parameters and estimates the time; :mod:`.rationale` writes the
+explanation.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .. import devices
 from ..layout import layout
 from ..plan import FROZEN, TRAIN, HeadSpec, Plan
 from ..registry import get_spec
 from . import rules, timing
-from .features import resolve_device
+from .rationale import _rationale
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +284,7 @@ def recommend(
 
     feat_dim = sum(_width(model_name, names[i]) for i in taps) if taps else _width(model_name, names[cut])
     head_flops = 2.0 * (feat_dim * hidden + hidden * num_classes if hidden else feat_dim * num_classes)
-    dev = str(resolve_device(device))
+    dev = str(devices.resolve(device))
     seconds = timing.training_cost(
         timing.layer_seconds(model_name, dev),
         frozen_upto + 1,
@@ -308,7 +310,7 @@ def recommend(
         batch_size=batch,
         augment=augment,
         use_cache=use_cache,
-        estimated_seconds=round(seconds, 1),
+        estimated_seconds=float(f"{seconds:.2g}"),  # two significant digits: tiny runs are not 0
         rationale="",
         freeze_fraction=round(freeze_frac, 4),
         keep_fraction=round(keep_frac, 4),
@@ -317,95 +319,3 @@ def recommend(
     )
     rec.rationale = _rationale(rec, names, cut, frozen_upto, taps, stage1) + sweep_note
     return rec
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
-
-
-def _rationale(rec: Recommendation, names: list[str], cut: int, frozen_upto: int, taps: list[int], stage1: int) -> str:
-    n, s, k = rec.images_per_class, rec.similarity, rec.num_classes
-    last = len(names) - 1
-    size = "small" if rec.case.startswith("small") else "large"
-    kind = "similar to" if rec.case.endswith("similar") else "different from"
-    parts = [
-        f"{n:g} images per class is {size} data (the line is {rules.CASE_SPLIT_DATA}), and similarity "
-        f"{s:.2f} reads as {kind} ImageNet (the line is {rules.SIMILAR}).",
-        "Source text, " + _CORNER_REASONS[rec.case].format(k=k),
-    ]
-    # Where this point lies between the corners, and what that changes.
-    if rec.case == "small_different" and cut < last and rec.keep_fraction > rules.KEEP_DIFFERENT + 0.1:
-        parts.append(
-            f"Here the cut is milder than at the corner: "
-            + (f"similarity {s:.2f} is above {rules.UNRELATED}, where high-level features are written off"
-               if s > rules.UNRELATED else f"with {n:g} images per class later layers can be retrained")
-            + "."
-        )
-    if rec.case == "small_similar" and frozen_upto < cut:
-        parts.append(
-            f"Here, with more than {rules.SMALL_DATA} images per class, the later layers have enough "
-            "data to adapt as well."
-        )
-    if cut < last:
-        parts.append(f"Kept: the body up to {names[cut]} ({_pct(rec.keep_fraction)} of its compute); the rest is cut.")
-    if frozen_upto >= cut:
-        parts.append("Every kept layer is frozen; only the new head trains.")
-    else:
-        if frozen_upto < 0:
-            parts.append("Nothing is frozen.")
-        else:
-            why = (
-                f"with fewer than {rules.LARGE_DATA} images per class the earliest, most generic layers "
-                "are kept as they are"
-            )
-            parts.append(f"Frozen up to {names[frozen_upto]} ({_pct(rec.freeze_fraction)} of the compute): {why}.")
-        parts.append(
-            f"Trained body layers learn at {rec.plan.body_lr_ratio:g}x the head's rate at the earliest, "
-            f"rising to the head's, after {rec.plan.head_warmup_epochs} head-only warm-up epoch(s)."
-        )
-    if rec.plan.head.hidden:
-        parts.append(
-            f"The new head has two FC layers ({rec.plan.head.hidden} hidden units) to combine the "
-            "kept lower-level features."
-        )
-    if taps:
-        parts.append(
-            "Similarity is middling, so the head also reads pooled features of earlier layers "
-            f"({', '.join(names[i] for i in taps)}): the source's second approach, features from several layers."
-        )
-    if rec.plan.unfreeze_all_at is not None:
-        parts.append(
-            f"Optional second stage: from epoch {stage1} every kept layer trains at lower rates "
-            "(set unfreeze_all_at to null to skip it)."
-        )
-    elif rec.case == "small_different" and rec.plan.cut_after is not None:
-        parts.append(
-            "Sometimes it pays to then train the whole kept network: ask for the optional second stage "
-            "(it costs several times this run on a CPU)."
-        )
-    if rec.use_cache:
-        parts.append("The frozen layers' outputs are computed once and cached, so epochs are cheap.")
-    parts.append(f"Estimated training time on {rec.device}: about {_duration(rec.estimated_seconds)} (FLOPs-based).")
-    return " ".join(parts)
-
-
-_CORNER_REASONS = {
-    "small_similar": "small and similar: fine-tuning the whole network on few images would overfit, so "
-    "replace the last fully connected layer with a new one for {k} classes, freeze everything else "
-    "and train only the new layer.",
-    "large_similar": "large and similar: with plenty of data there is little risk of overfitting, so "
-    "replace the last fully connected layer with one for {k} classes and train the whole network.",
-    "small_different": "small and different: the pretrained high-level features do not help with "
-    "different images, so remove most layers from the end, keep the low-level ones (edges, colours, "
-    "textures), add new layers for the {k} classes; sometimes it pays to train the whole network afterwards.",
-    "large_different": "large and different: replace the last layer with one for {k} classes and "
-    "train the whole network with nothing frozen.",
-}
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

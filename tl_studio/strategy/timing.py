@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .. import devices
 from ..layout import layout
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,7 @@ def _measure(device: str) -> dict[str, float]:
 
 def device_rates(device: str | torch.device | None = None) -> dict[str, float]:
     """Forward FLOPs per second on ``device`` for dense and depthwise convolutions (cached)."""
-    from .features import resolve_device
-
-    dev = resolve_device(device)
+    dev = devices.resolve(device)
     with _lock:
         return dict(_measure(str(dev)))
 

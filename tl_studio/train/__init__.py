@@ -1,18 +1,35 @@
-"""The training engine: background jobs, the loop, the feature cache, run directories."""
+"""The training engine: background jobs and the loop, one concern a module.
+
+    jobs.py        a background thread per job, one running job per device, the registry
+    loop.py        the Trainer, composing:
+    inputs.py        batches from the feature cache, the device or the disk (and TrainData)
+    phases.py        what trains when, and the optimizer groups
+    epoch.py         one training epoch and one validation pass
+    best.py          the best epoch and a copy of its weights
+    checkpoint.py    writing the run folder as it trains, and resuming
+    cache.py       the frozen-feature cache      extract.py   the folded frozen prefix
+    schedule.py    learning-rate schedules       metrics.py   the metrics log other threads read
+    config.py      TrainConfig                   errors.py    Stopped, NonFiniteLoss, TrainingFailed
+
+The run folder's files belong to :mod:`tl_studio.runs`, the choice of
+device to :mod:`tl_studio.devices`.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Callable
 
-import torch
-
+from .. import devices
 from ..plan import Plan
-from . import devices
+from ..progress import Progress
 from .config import ConfigError, TrainConfig
+from .errors import NonFiniteLoss, Stopped, TrainingFailed
+from .inputs import TrainData, data_from_dataset
 from .jobs import DONE, FAILED, FINISHED, QUEUED, REGISTRY, RUNNING, STOPPED, STOPPING, Job, JobNotFound, JobRegistry
-from .loop import NonFiniteLoss, Stopped, TrainData, Trainer, TrainingFailed, TrainResult
+from .loop import Trainer, TrainResult
 from .metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -43,27 +60,10 @@ __all__ = [
 ]
 
 
-def data_from_dataset(dataset, model_name: str, *, memory_budget_mb: int = 2048, progress=None) -> TrainData:
-    """Decode a :class:`tl_studio.data.Dataset` once for a model's input size."""
-    from ..data import ImageStore
-    from ..registry import get_spec
-
-    spec = get_spec(model_name)
-    store = ImageStore(
-        dataset.paths,
-        spec.preprocess,
-        memory_budget_bytes=memory_budget_mb * 2**20,
-        progress=progress,
-    )
-    labels = torch.tensor(dataset.labels, dtype=torch.long)
-    info = {"root": str(dataset.root), "fingerprint": dataset.fingerprint, **dataset.file_lists()}
-    return TrainData(store, labels, list(dataset.train_idx), list(dataset.val_idx), list(dataset.classes), info)
-
-
 def start_job(
     plan: Plan,
     config: TrainConfig,
-    data: TrainData | Callable[[], TrainData],
+    data: TrainData | Callable[[Callable[[Progress], None]], TrainData],
     *,
     run_dir: str | Path | None = None,
     pretrained: bool = True,
@@ -75,7 +75,10 @@ def start_job(
     """Queue a training job on its device and return at once.
 
     ``data`` may be a function producing the data, so that decoding images
-    happens in the job's thread rather than the caller's.
+    happens in the job's thread rather than the caller's. A function of one
+    argument gets the job's :class:`~tl_studio.progress.Progress` publisher,
+    to pass on as ``data_from_dataset(..., publish=...)``: the decoding then
+    shows in the job's progress.
     """
     from ..runtime import tune_allocator
 
@@ -83,7 +86,7 @@ def start_job(
     dev = devices.resolve(config.device)
 
     def work(job: Job) -> TrainResult:
-        d = data() if callable(data) else data
+        d = _produce(data, job.metrics.publish) if callable(data) else data
         trainer = Trainer(
             plan,
             config,
@@ -102,3 +105,12 @@ def start_job(
     job.plan, job.config = plan, config
     registry.submit(job)
     return job
+
+
+def _produce(factory: Callable, publish: Callable[[Progress], None]) -> TrainData:
+    """Call a data factory, with the publisher if it takes an argument (factories of none still work)."""
+    try:
+        takes_one = bool(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):  # no signature to read (some builtins): assume the documented form
+        takes_one = True
+    return factory(publish) if takes_one else factory()

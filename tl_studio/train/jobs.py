@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from .. import runs
 from .metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Job:
         self.config = None
         self._done = threading.Event()
         self._registry: "JobRegistry | None" = None
+        self._release_run: Callable[[], None] | None = None
 
     # ---- control ------------------------------------------------------------------
     def stop(self) -> None:
@@ -102,6 +104,12 @@ class Job:
             "finished": self.finished,
         }
 
+    def _finish(self) -> None:
+        """Done, whether it ran or left the queue: its run folder is no longer "running"."""
+        if self._release_run is not None:
+            self._release_run()
+        self._done.set()
+
     # ---- the thread ---------------------------------------------------------------
     def _execute(self) -> None:
         try:
@@ -133,6 +141,9 @@ class JobRegistry:
             job._registry = self
             self._jobs[job.id] = job
             self._queues[job.device_key].append(job)
+        if job.run_dir is not None:
+            # A queued job's run counts as running too: nobody may delete it from under the job.
+            job._release_run = runs.hold(job.run_dir)
         threading.Thread(target=self._run, args=(job,), name=f"tl-job-{job.id[:8]}", daemon=True).start()
         return job.id
 
@@ -172,7 +183,7 @@ class JobRegistry:
                     q.remove(job)
                 job.status = STOPPED
                 job.finished = time.time()
-                job._done.set()
+                job._finish()
                 self._lock.notify_all()
             elif job.status == RUNNING:
                 job.status = STOPPING
@@ -194,7 +205,7 @@ class JobRegistry:
                 if job in q:
                     q.remove(job)
                 self._lock.notify_all()
-            job._done.set()
+            job._finish()
 
     def wait_idle(self, timeout: float = 60) -> bool:
         """Wait until no job is queued or running (for tests and shutdown)."""

@@ -11,6 +11,8 @@ import time
 
 import pandas as pd
 
+from ..progress import Progress
+
 STEP_COLUMNS = ["step", "epoch", "loss", "lr", "images_per_second", "elapsed"]
 EPOCH_COLUMNS = [
     "epoch",
@@ -32,6 +34,8 @@ class MetricsLog:
         self._steps: list[dict] = []
         self._epochs: list[dict] = []
         self._progress: dict = {}
+        self._events: dict[str, Progress] = {}  # the latest event of each phase
+        self._latest: Progress | None = None
         self.started = time.time()
 
     def add_steps(self, rows: list[dict]) -> None:
@@ -50,6 +54,17 @@ class MetricsLog:
     def progress(self) -> dict:
         with self._lock:
             return dict(self._progress)
+
+    def publish(self, event: Progress) -> None:
+        """The latest progress of a long step (decoding, extracting, epoch, step)."""
+        with self._lock:
+            self._events[event.phase] = event
+            self._latest = event
+
+    def progress_event(self, phase: str | None = None) -> Progress | None:
+        """The latest event published (of ``phase``, if given); None before the first."""
+        with self._lock:
+            return self._latest if phase is None else self._events.get(phase)
 
     def snapshot(self, since_step: int = 0) -> dict[str, pd.DataFrame]:
         """Copies of the step and epoch tables (steps after ``since_step`` only, if given)."""

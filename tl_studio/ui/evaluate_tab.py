@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..evaluate import EvaluationError, compare_runs_figure, confusion_cell, delete_run, evaluate_run, runs_table
-from ..train.rundir import RunError
+from ..runs import RunError
 from .context import AppContext, fail, guarded
 from .predict_tab import FINISHED, remember_run, run_choices, run_dropdown, run_entries
 

@@ -10,6 +10,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+class LaunchError(ValueError):
+    """A bad launch setting; the message names the option."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
@@ -40,7 +44,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace, *, block: bool = True):
     """Build and launch the app; returns the Blocks (when ``block`` is False)."""
-    from ..cli import CLIError
     from ..workspace import WorkspaceManager
     from .app import build_app
     from .context import ASSETS
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace, *, block: bool = True):
     auth = None
     if args.auth:
         if ":" not in args.auth:
-            raise CLIError("--auth: expected USER:PASSWORD")
+            raise LaunchError("--auth: expected USER:PASSWORD")
         auth = tuple(args.auth.split(":", 1))
     runs_dir = Path(args.runs_dir).resolve()
     manager = WorkspaceManager(runs_dir, shared=shared, grace_seconds=args.grace_minutes * 60)

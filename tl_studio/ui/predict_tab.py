@@ -12,7 +12,7 @@ import pandas as pd
 from ..data import ImageRejected
 from ..export import ExportError, export_run
 from ..predict import base_predictor, run_predictor
-from ..train.rundir import RunError
+from ..runs import RunError
 from . import session as S
 from .context import AppContext, fail, guarded
 
@@ -211,7 +211,7 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
 def _evaluation_files(run_path: Path) -> dict[str, Path]:
     """Metrics CSVs (training curves and validation metrics) and the model card."""
     from ..evaluate import evaluate_run, export_evaluation
-    from ..train.rundir import METRICS
+    from ..runs import METRICS
 
     files = export_evaluation(evaluate_run(run_path))
     wanted = ("per_class.csv", "confusion.csv", "predictions.csv", "reliability.csv", "model_card.md")

@@ -6,7 +6,7 @@ from ..registry import get_spec
 from ..train import TrainData, data_from_dataset
 
 
-def decoded(ws, model: str, dataset=None, progress=None) -> TrainData:
+def decoded(ws, model: str, dataset=None, progress=None, publish=None) -> TrainData:
     """``dataset`` (default: the workspace's current one) decoded once for ``model``'s input geometry.
 
     A job passes the dataset it was started with: loading other data while it
@@ -21,7 +21,7 @@ def decoded(ws, model: str, dataset=None, progress=None) -> TrainData:
         cached = ws.cache.get("decoded")
         if cached is not None and cached[0] == key:
             return cached[1]
-    data = data_from_dataset(ds, model, progress=progress)
+    data = data_from_dataset(ds, model, progress=progress, publish=publish)
     with ws.lock:
         ws.cache["decoded"] = (key, data)
     return data

@@ -13,9 +13,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
-import torch
 
-from .. import train
+from .. import devices, train
 from ..plan import PlanError
 from ..states import validate
 from . import session as S
@@ -28,15 +27,6 @@ POLL_SECONDS = 1.0
 # The form's fields, in the order of start_training's parameters after ws_id and model.
 FORM_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "augment", "label_smoothing",
                "weight_decay", "early_stopping", "seed", "device")
-
-
-def device_choices() -> list[str]:
-    out = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        out.append("mps")
-    return out
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -130,7 +120,7 @@ def config_from_form(settings: train.TrainConfig, epochs, batch_size, lr, optimi
             schedule=schedule, augment=augment, label_smoothing=float(smoothing), weight_decay=float(wd),
             early_stopping=int(early or 0), seed=int(seed or 0), device=device,
         )
-        train.devices.resolve(config.device)
+        devices.resolve(config.device)
     except (train.ConfigError, ValueError, TypeError, OverflowError) as exc:
         raise fail(str(exc)) from None
     return config
@@ -151,8 +141,8 @@ def start(ws, model: str, config: train.TrainConfig) -> train.Job:
         except PlanError as exc:
             raise fail(str(exc)) from None
         run_dir = ws.new_run_path(plan.model)
-        job = train.start_job(plan, config, lambda: decoded(ws, plan.model, dataset), run_dir=run_dir,
-                              label=run_dir.name)
+        job = train.start_job(plan, config, lambda publish: decoded(ws, plan.model, dataset, publish=publish),
+                              run_dir=run_dir, label=run_dir.name)
         ws.job_ids.append(job.id)
         ws.session = S.with_job(s, job.id, config)
     return job
@@ -174,7 +164,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
         c.weight_decay = gr.Number(label="Weight decay", value=d.weight_decay, minimum=0, maximum=1)
         c.early = gr.Number(label="Early stopping patience (0 = off)", value=d.early_stopping, precision=0, minimum=0)
         c.seed = gr.Number(label="Seed", value=d.seed, precision=0)
-        c.device = gr.Dropdown(label="Device", choices=device_choices(), value=d.device)
+        c.device = gr.Dropdown(label="Device", choices=devices.choices(), value=d.device)
     with gr.Row():
         c.start_btn = gr.Button("Start training", variant="primary", elem_id="tl-start")
         c.stop_btn = gr.Button("Stop", variant="stop", elem_id="tl-stop")

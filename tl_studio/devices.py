@@ -1,7 +1,12 @@
-"""Choosing the compute device and its precision."""
+"""Choosing the compute device and its precision: the one place that decides.
+
+Training, the strategy's feature passes, timing and the CLI all ask
+:func:`resolve`; the job queue keys on :func:`slot_key`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -11,9 +16,9 @@ class DeviceError(ValueError):
     pass
 
 
-def resolve(name: str = "auto") -> torch.device:
-    """"auto" picks CUDA, then Apple MPS, then the CPU; an explicit choice is checked."""
-    if name == "auto":
+def resolve(name: str | torch.device | None = "auto") -> torch.device:
+    """"auto" (or None) picks CUDA, then Apple MPS, then the CPU; an explicit choice is checked."""
+    if name is None or name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
         if _mps_available():
@@ -32,6 +37,16 @@ def resolve(name: str = "auto") -> torch.device:
     return dev
 
 
+def choices() -> list[str]:
+    """What a device picker offers here: auto, the CPU, each GPU, MPS where present."""
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        out.append("mps")
+    return out
+
+
 def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
@@ -46,6 +61,13 @@ def amp_dtype(dev: torch.device) -> torch.dtype | None:
     if dev.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(dev: torch.device, dtype: torch.dtype | None):
+    """Mixed precision on ``dev`` at ``dtype``; nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=dtype)
 
 
 @functools.cache

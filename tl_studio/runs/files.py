@@ -1,9 +1,9 @@
-"""A run directory on disk, and reading it back without trusting it.
+"""The files of a run folder, each written atomically and read back without trusting it.
 
-    config.json        plan, hyper-parameters, seed, dataset hash and file lists, versions
+    config.json        the plan (its one copy), hyper-parameters, seed, dataset hash and file lists, versions
     metrics.csv        one row per epoch      steps.csv   one row per training step
-    summary.json       best_val_accuracy, best_epoch, epochs_run, train_seconds, ...
-    model.safetensors  the best weights; class names and plan in its metadata
+    summary.json       status (finished, stopped, failed), best_val_accuracy, best_epoch, epochs_run, ...
+    model.safetensors  the best weights; class names and the plan's hash (``plan_sha256``) in its metadata
     last.pt            model, optimizer, epoch, step, RNG: for --resume (tensors only)
 
 Every file is written atomically (temporary file, then rename). Loading never
@@ -13,11 +13,11 @@ unpickles code: weights are safetensors, and ``last.pt`` is read with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pickle
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +25,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from .. import __version__
-from ..atomic import atomic_path, write_json
-from ..plan import Plan, PlanError
+from ..atomic import atomic_path
+from ..version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,16 @@ def versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
     }
+
+
+def plan_sha256(plan: dict) -> str:
+    """The hash the weights carry of the plan in config.json: SHA-256 of its canonical JSON.
+
+    Computed from the stored dict, not from a re-parsed :class:`Plan`, so that
+    a later change in how a plan serialises cannot break an old run's match.
+    """
+    text = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def all_finite(state: dict[str, torch.Tensor]) -> bool:
@@ -125,19 +134,6 @@ def load_last(path: Path) -> dict:
     return payload
 
 
-@dataclass
-class RunInfo:
-    path: Path
-    config: dict
-    plan: Plan
-    classes: list[str]
-    summary: dict
-
-    @property
-    def weights(self) -> Path:
-        return self.path / WEIGHTS
-
-
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -145,21 +141,6 @@ def read_json(path: Path) -> dict:
         raise RunError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
-
-
-def load_run(run_dir: str | Path) -> RunInfo:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: not a run directory")
-    config = read_json(run_dir / CONFIG)
-    try:
-        plan = Plan.from_dict(config["plan"])
-    except (KeyError, PlanError) as exc:
-        raise RunError(f"{run_dir / CONFIG}: bad plan ({exc})") from None
-    classes = list(config.get("dataset", {}).get("classes", []))
-    summary_path = run_dir / SUMMARY
-    summary = read_json(summary_path) if summary_path.exists() else {}
-    return RunInfo(run_dir, config, plan, classes, summary)
 
 
 def write_tables(run_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
@@ -175,5 +156,3 @@ def read_tables(run_dir: Path) -> dict[str, pd.DataFrame | None]:
         out[name] = pd.read_csv(p) if p.exists() and p.stat().st_size else None
     return out
 
-
-write_json = write_json  # re-exported for callers that write summaries

@@ -16,12 +16,10 @@ import json
 import logging
 import tempfile
 
-import pandas as pd
-import torch
-
-from ..cli import CLIError
+from .common import CLIError
 
 log = logging.getLogger(__name__)
+
 
 def add_parser(sub) -> None:
     from ..registry import DEFAULT_MODEL
@@ -41,13 +39,13 @@ def add_parser(sub) -> None:
     s.add_argument("--sweep", action="store_true", help="with --data: run the freeze-depth sweep as evidence")
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--json", action="store_true", help="one JSON object for scripts")
-    s.set_defaults(func=cmd_recommend)
+    s.set_defaults(func=run)
 
 
 def _measure(args, device):
     """(images per class, number of classes, similarity report, sweep or None) for --data."""
     from ..data import DatasetError, load_dataset
-    from .on_dataset import measure_dataset
+    from ..strategy.on_dataset import measure_dataset
 
     with tempfile.TemporaryDirectory(prefix="tl-studio-recommend-") as work:
         try:
@@ -65,9 +63,10 @@ def _measure(args, device):
         return len(ds.train_idx) / k, k, report, sweep
 
 
-def cmd_recommend(args) -> int:
+def run(args) -> int:
+    from ..devices import DeviceError, resolve
     from ..registry import get_spec
-    from .recommend import recommend
+    from ..strategy import recommend
 
     try:
         get_spec(args.model)
@@ -76,8 +75,8 @@ def cmd_recommend(args) -> int:
     device = None if args.device == "auto" else args.device
     if device is not None:
         try:
-            torch.empty(0, device=device)
-        except (RuntimeError, AssertionError) as exc:
+            resolve(device)
+        except (DeviceError, RuntimeError) as exc:
             raise CLIError(f"--device {args.device}: not available here ({str(exc).splitlines()[0]})") from None
     report = sweep = None
     if args.data:
@@ -120,6 +119,8 @@ def _json_default(value):
 
 
 def _print_human(rec, report) -> None:
+    import pandas as pd
+
     p = rec.plan
     print(f"case: {rec.case}")
     if report is not None:

@@ -1,9 +1,11 @@
-"""``tl-studio evaluate`` and ``tl-studio runs``."""
+"""``tl-studio evaluate RUN``: metrics, figures and a model card for a run."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+from .common import CLIError, print_json, print_table
 
 
 def add_parser(sub) -> None:
@@ -18,19 +20,13 @@ def add_parser(sub) -> None:
         "--out", default=None, help="folder for figures, CSVs and the model card (default RUN_DIR/evaluation)"
     )
     s.add_argument("--json", action="store_true", help="print one JSON object")
-    s.set_defaults(func=cmd_evaluate)
-
-    s = sub.add_parser("runs", help="list the runs under a runs folder, newest first")
-    s.add_argument("--runs-dir", default="runs")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_runs)
+    s.set_defaults(func=run)
 
 
-def cmd_evaluate(args) -> int:
-    from ..cli import CLIError, _print_json, _print_table
+def run(args) -> int:
     from ..data import DatasetError
-    from ..train.rundir import RunError
-    from . import EvaluationError, evaluate_run, export_evaluation, metrics_json
+    from ..evaluate import EvaluationError, evaluate_run, export_evaluation, metrics_json
+    from ..runs import RunError
 
     if args.top_k < 1:
         raise CLIError(f"--top-k: must be at least 1, got {args.top_k}")
@@ -48,7 +44,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         data = metrics_json(ev)
         data["files"] = {k: str(v) for k, v in files.items()}
-        _print_json(data)
+        print_json(data)
         return 0
     lo, hi = ev.accuracy_interval
     print(f"run {ev.run_dir}  model {ev.info.plan.model}")
@@ -58,7 +54,7 @@ def cmd_evaluate(args) -> int:
         f"accuracy {ev.accuracy:.3f} (95% CI {lo:.3f}-{hi:.3f})  {topk}  macro F1 {ev.macro_f1:.3f}  ECE {ev.ece:.3f}"
     )
     print()
-    _print_table(ev.per_class.round(3))
+    print_table(ev.per_class.round(3))
     print()
     print("confusion (rows: true, columns: predicted)")
     print(ev.confusion.to_string())
@@ -66,27 +62,9 @@ def cmd_evaluate(args) -> int:
     if len(wrong):
         print()
         print("most confidently wrong")
-        _print_table(wrong.assign(probability=wrong["probability"].round(3)))
+        print_table(wrong.assign(probability=wrong["probability"].round(3)))
     print()
     out_dir = Path(next(iter(files.values()))).parent
     pngs = ", ".join(sorted(f for f in files if f.endswith(".png")))
     print(f"wrote {len(files)} files to {out_dir}: model_card.md, {pngs}")
-    return 0
-
-
-def cmd_runs(args) -> int:
-    from ..cli import CLIError, _print_json, _print_table, _records
-    from . import runs_table
-
-    root = Path(args.runs_dir)
-    if not root.is_dir():
-        raise CLIError(f"{root}: no such runs folder")
-    df = runs_table(root)
-    if args.json:
-        _print_json(_records(df))
-        return 0
-    if not len(df):
-        print(f"no runs under {root}")
-        return 0
-    _print_table(df.drop(columns=["path"]))
     return 0

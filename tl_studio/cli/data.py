@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 
-import pandas as pd
-
-from ..cli import CLIError
-from .errors import DatasetError
+from .common import CLIError
 
 
 def add_parser(sub) -> None:
@@ -17,10 +14,12 @@ def add_parser(sub) -> None:
     s.add_argument("--json", action="store_true", help="one JSON object for scripts")
     s.add_argument("--val-fraction", type=float, default=0.2, metavar="F", help="validation share (default 0.2)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="split seed (default 0)")
-    s.set_defaults(func=cmd_data)
+    s.set_defaults(func=run)
 
 
-def _table(title: str, df: pd.DataFrame) -> None:
+def _table(title: str, df) -> None:
+    import pandas as pd
+
     print(f"\n{title}")
     if df.empty:
         print("  (none)")
@@ -30,8 +29,8 @@ def _table(title: str, df: pd.DataFrame) -> None:
         print(df.to_string(index=False))
 
 
-def cmd_data(args) -> int:
-    from .importers import load_dataset
+def run(args) -> int:
+    from ..data import DatasetError, load_dataset
 
     # a zip is extracted into a directory that goes away with the command
     with tempfile.TemporaryDirectory(prefix="tl-studio-data-") as work:

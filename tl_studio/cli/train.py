@@ -1,4 +1,4 @@
-"""``tl-studio train``, ``predict`` and ``export`` (names and flags are a contract)."""
+"""``tl-studio train DATA``: fine-tune a model on a dataset, with progress on stderr (flags are a contract)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+from .common import CLIError
 
 log = logging.getLogger(__name__)
 
@@ -26,27 +28,11 @@ def add_parser(sub) -> None:
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     s.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
-    s.set_defaults(func=cmd_train)
-
-    s = sub.add_parser("predict", help="top-k labels for images")
-    s.add_argument("images", nargs="+")
-    g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--run", help="a run directory")
-    g.add_argument("--model", help="a registry model: its own ImageNet head")
-    s.add_argument("--top-k", type=int, default=5)
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_predict)
-
-    s = sub.add_parser("export", help="export a run's model")
-    s.add_argument("run_dir")
-    s.add_argument("--format", required=True, choices=["safetensors", "onnx", "pt2"])
-    s.add_argument("--out", default=None, help="file to write (default RUN_DIR/export/model.<ext>)")
-    s.set_defaults(func=cmd_export)
+    s.set_defaults(func=run)
 
 
 def _plan_and_settings(args, dataset):
     """The plan and hyper-parameters for --plan auto|head|full|FILE.json."""
-    from ..cli import CLIError
     from ..plan import Plan, PlanError
 
     n = len(dataset.classes)
@@ -137,9 +123,8 @@ class _Progress:
             self.stream.write("\n")
 
 
-def cmd_train(args) -> int:
+def run(args) -> int:
     from .. import train
-    from ..cli import CLIError
     from ..data import DatasetError, load_dataset
     from ..plan import PlanError
     from ..registry import get_spec
@@ -167,7 +152,7 @@ def cmd_train(args) -> int:
             settings[key] = value
     try:
         config = train.TrainConfig(seed=args.seed, device=args.device, **settings)
-        from .devices import resolve
+        from ..devices import resolve
 
         resolve(config.device)
     except (train.ConfigError, ValueError) as exc:
@@ -175,7 +160,7 @@ def cmd_train(args) -> int:
     job = train.start_job(
         plan,
         config,
-        lambda: train.data_from_dataset(dataset, plan.model),
+        lambda publish: train.data_from_dataset(dataset, plan.model, publish=publish),
         run_dir=out,
         resume=args.resume,
         pretrained=not args.random_weights,
@@ -194,48 +179,3 @@ def cmd_train(args) -> int:
     summary = job.result.summary
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0 if job.status == train.FINISHED else 130
-
-
-def cmd_predict(args) -> int:
-    from ..cli import CLIError
-    from ..data.images import ImageRejected
-    from ..predict import Predictor
-    from .rundir import RunError
-
-    if args.top_k < 1:
-        raise CLIError("--top-k must be at least 1")
-    try:
-        pred = Predictor.from_run(args.run) if args.run else Predictor.from_pretrained(args.model)
-    except (RunError, KeyError) as exc:
-        raise CLIError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from None
-    except Exception as exc:
-        raise CLIError(str(exc)) from None
-    results = []
-    for image in args.images:
-        try:
-            preds = pred.predict([image], args.top_k)[0]
-        except (ImageRejected, OSError) as exc:
-            raise CLIError(f"{image}: {exc}") from None
-        results.append({"image": image, "predictions": [{"label": p["label"], "probability": p["probability"]} for p in preds]})
-    if args.json:
-        print(json.dumps(results, indent=2, ensure_ascii=False))
-    else:
-        for r in results:
-            print(r["image"])
-            for p in r["predictions"]:
-                print(f"  {p['probability']:7.2%}  {p['label']}")
-    return 0
-
-
-def cmd_export(args) -> int:
-    from ..cli import CLIError
-    from ..export import ExportError, export_run
-    from .rundir import RunError
-
-    try:
-        path = export_run(args.run_dir, args.format, args.out)
-    except (RunError, ExportError) as exc:
-        raise CLIError(str(exc)) from None
-    print(path)
-    return 0
-
