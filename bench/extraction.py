@@ -17,7 +17,7 @@ from tl_studio import devices
 from tl_studio.plan import Plan
 from tl_studio.registry import get_spec
 from tl_studio.surgery import build_model
-from tl_studio.train.extract import FrozenPrefix
+from tl_studio.features.fold import FrozenPrefix
 
 from .common import Row, alternate, check, median, pair_range
 
@@ -99,14 +99,14 @@ def frozen_extraction(*, batch: int, repeats: int, real, bf16_probe: bool | None
             limit="the convolutions' own fp32 time at this CPU's FMA throughput: after folding, layout, "
             "padding and activation fusion the profile is convolutions only; the 3x of the issue "
             "needs bf16 dot products (AVX512-BF16/AMX), which this CPU lacks.",
-            lever="tl_studio/train/extract.py (`FrozenPrefix`, `fold_batchnorm`, `lower_for_cpu`); "
+            lever="tl_studio/features/fold.py (`FrozenPrefix`, `fold_batchnorm`, `lower_for_cpu`); "
             "bf16 on CPUs that have it (`devices.cpu_has_fast_bf16`).",
         ),
         Row(
             "8b", "frozen extraction, linear-probe accuracy optimised - plain (points)",
             100 * (acc_fast - acc_plain), "points", "within 1", abs(acc_fast - acc_plain) <= 0.01, probe_detail,
             limit="0 points: folding and fusion reorder fp32 arithmetic only.",
-            lever="tl_studio/train/extract.py (a lowering that changes the numbers).",
+            lever="tl_studio/features/fold.py (a lowering that changes the numbers).",
         ),
     ]
     if do_bf16:
@@ -121,7 +121,7 @@ def frozen_extraction(*, batch: int, repeats: int, real, bf16_probe: bool | None
             f"probe accuracy {acc_low:.3f} bf16 vs {acc_plain:.3f} fp32; bf16 extraction "
             f"{len(labels) / dt:.1f} img/s ({'native' if fast_bf16 else 'emulated: slower than fp32 here'})",
             limit="bf16 keeps ~3 significant digits: features keep their direction.",
-            lever="tl_studio/train/extract.py (which layers run in bf16).",
+            lever="tl_studio/features/fold.py (which layers run in bf16).",
         ))
     else:
         rows.append(Row(
@@ -129,6 +129,6 @@ def frozen_extraction(*, batch: int, repeats: int, real, bf16_probe: bool | None
             None, "not run: this CPU has no native bf16, so the engine never uses bf16 here "
             "(run with --bf16-probe to force the emulated path, ~10x slower than fp32)",
             limit="bf16 keeps ~3 significant digits: features keep their direction.",
-            lever="tl_studio/train/extract.py (which layers run in bf16).",
+            lever="tl_studio/features/fold.py (which layers run in bf16).",
         ))
     return rows

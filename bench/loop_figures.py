@@ -158,7 +158,7 @@ def frozen_prefix(*, model: str, upto: str, size: int, batch: int, steps: int, r
         f"{pair_range(t['all'], t['frozen'])})",
         limit="3/(3-2f): a frozen prefix skips its backward (about 2x its forward) and nothing else; "
         "the folded inference copy of the prefix can beat it.",
-        lever="tl_studio/surgery.py (`prefix` under no_grad) and tl_studio/train/extract.py (`FrozenPrefix`).",
+        lever="tl_studio/surgery.py (`prefix` under no_grad) and tl_studio/features/fold.py (`FrozenPrefix`).",
         extra={"speedup": speedup, "ideal": ideal},
     )
 

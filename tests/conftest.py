@@ -7,6 +7,11 @@ import os
 os.environ["TL_STUDIO_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Feature sets are cached per test session, never in the user's cache folder.
+if "TL_STUDIO_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["TL_STUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="tl-studio-test-cache-")
 
 from pathlib import Path  # noqa: E402
 
@@ -33,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def lite0_run(tmp_path_factory):
     """One real run shared by several tests: embedded EfficientNet-Lite0, backbone
-    frozen (the feature cache applies), four epochs on the demo dataset."""
+    frozen (the feature cache applies), four SGD epochs on the demo dataset."""
     from tl_studio.plan import Plan
     from tl_studio.train import FINISHED, JobRegistry, TrainConfig, start_job
 
@@ -43,7 +48,8 @@ def lite0_run(tmp_path_factory):
     data = demo_data()
     job = start_job(
         Plan.head_only("efficientnet_lite0", len(data.classes)),
-        TrainConfig(epochs=4, batch_size=32, lr=3e-3, device="cpu"),
+        # The epoch loop on the feature cache (a head on fixed features is otherwise fitted, not trained).
+        TrainConfig(epochs=4, batch_size=32, lr=3e-3, device="cpu", head_solver="sgd"),
         data,
         run_dir=run,
         registry=JobRegistry(),

@@ -9,7 +9,7 @@ from torch import nn
 from tl_studio.plan import Plan
 from tl_studio.registry import list_models
 from tl_studio.surgery import body_layer_names, build_model
-from tl_studio.train.extract import FrozenPrefix, fold_batchnorm
+from tl_studio.features.fold import FrozenPrefix, fold_batchnorm
 
 
 @pytest.mark.parametrize("model_name", list_models())

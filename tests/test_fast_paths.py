@@ -11,7 +11,7 @@ from tl_studio.data.augment import Augment, _affine_grid
 from tl_studio.lite0 import SamePadConv2d
 from tl_studio.plan import Plan
 from tl_studio.surgery import build_model
-from tl_studio.train.extract import ConvAct, FrozenPrefix, _unpad_conv, fold_batchnorm, lower_for_cpu
+from tl_studio.features.fold import ConvAct, FrozenPrefix, _unpad_conv, fold_batchnorm, lower_for_cpu
 from tl_studio.runs import all_finite
 
 

@@ -2,7 +2,6 @@
 
 import json
 
-import pandas as pd
 import pytest
 import torch
 
@@ -82,7 +81,7 @@ def test_corners_match_the_source_text(model_name, n, sim, case):
         assert staged.plan.unfreeze_all_at is not None and 0 < staged.plan.unfreeze_all_at < staged.epochs
         assert staged.plan.body_lr_ratio < 1.0
         assert staged.plan.cut_after == plan.cut_after and staged.epochs > rec.epochs
-    assert rec.rationale and "Source text" in rec.rationale
+    assert rec.rationale and "The four cases of" in rec.rationale
     assert rec.estimated_seconds > 0
 
 
@@ -130,7 +129,7 @@ def test_taps_for_small_data_with_middling_similarity():
     assert got["taps"][-1] == got["cut"], "the deepest tap is the last kept layer"
     assert got["frozen"] == got["kept"], "tapped features come from a frozen body (cacheable)"
     assert rec.use_cache
-    assert "second approach" in rec.rationale
+    assert "features from several layers" in rec.rationale
     # similar or clearly different small data gets no taps
     assert recommend("resnet18", 40, 0.95, 3, device="cpu").plan.taps == ()
     assert recommend("resnet18", 40, 0.05, 3, device="cpu").plan.taps == ()
@@ -144,7 +143,7 @@ def test_plan_json_round_trip(n, sim):
     for key in ("case", "plan", "similarity", "images_per_class", "lr", "epochs", "batch_size",
                 "augment", "use_cache", "estimated_seconds", "rationale"):
         assert key in data
-    assert "sweep" not in data
+    assert "evidence" not in data and data["basis"] == "prior"
     assert data["case"] in CASES
     again = Plan.from_dict(data["plan"])
     assert again == rec.plan
@@ -164,43 +163,48 @@ def test_recommended_plans_build_and_run():
         assert h.shape == (2, model.feature_dim)
 
 
-# ---- a sweep may move the cut, within the corner guarantees -------------------------------
-def _sweep(model_name, best_layer):
-    names = body_layer_names(model_name)
-    return pd.DataFrame(
-        [{"depth": i, "layer": n, "val_accuracy": 0.9 if n == best_layer else 0.6,
-          "train_accuracy": 1.0, "feature_dim": 8} for i, n in enumerate(names)]
-    )
+# ---- evidence measured on the data sets the cut, the taps and the head ---------------------------
+def _evidence(model_name, cut, taps=(), hidden=0, similarity=0.1):
+    from tl_studio.layout import layout as model_layout
+    from tl_studio.strategy.evidence import Evidence, ProbePoint
+    from tl_studio.strategy.similarity import SimilarityReport
+
+    lay = model_layout(model_name)
+    curve = tuple(ProbePoint(n, i, lay.ends[i], lay.layer(n).pooled_width, 0.9 if n == cut else 0.6, 0.01)
+                  for i, n in enumerate(lay.names))
+    sim = SimilarityReport(similarity=similarity, transferability=0.0, transferability_normalised=0.5)
+    return Evidence(model=model_name, key="k", fingerprint="f", num_classes=4, train_rows=80, seed=0, folds=5,
+                    repeats=2, curve=curve, best=cut, cut=cut, keep_all=cut == lay.names[-1], taps=tuple(taps),
+                    taps_accuracy=0.9, head_hidden=hidden, head_l2=0.01, head_accuracy=0.9, head_se=0.01,
+                    head_reason="linear head (test)", similarity=sim, seconds=0.0)
 
 
-def test_sweep_moves_the_cut_but_keeps_the_corner():
+def test_evidence_sets_the_cut_taps_and_head_and_the_case_the_freezing():
     model = "resnet18"
-    base = recommend(model, 20, 0.05, 4, device="cpu")
-    assert base.plan.cut_after == "layer2.0"
-    early = recommend(model, 20, 0.05, 4, device="cpu", sweep=_sweep(model, "layer1.1"))
-    assert early.plan.cut_after == "layer1.1"
-    assert "sweep" in early.rationale
-    assert early.case == "small_different" and early.keep_fraction <= 0.5
-    # a sweep preferring the last layer cannot undo "remove most layers from the end"
-    late = recommend(model, 20, 0.05, 4, device="cpu", sweep=_sweep(model, "pool"))
-    assert late.plan.cut_after is not None and late.keep_fraction <= 0.5
-    # nor can any sweep cut a small-similar plan
-    sim = recommend(model, 20, 0.95, 4, device="cpu", sweep=_sweep(model, "layer1.1"))
-    assert sim.plan.cut_after is None and sim.plan.taps == ()
-    # but its curve still comes with the plan as evidence
-    assert "Sweep evidence" in sim.rationale and "layer1.1" in sim.rationale
-    # the sweep table travels in the JSON
-    data = json.loads(json.dumps(early.to_dict()))
-    assert [row["layer"] for row in data["sweep"]] == body_layer_names(model)
+    # Small data: the measured curve's cut, every kept layer frozen (the small corners).
+    ev = _evidence(model, "layer3.1", taps=("layer2.1", "layer3.1"), hidden=0)
+    rec = recommend(model, 20, 0.1, 4, device="cpu", evidence=ev)
+    assert rec.basis == "evidence" and rec.evidence is ev
+    assert rec.plan.cut_after == "layer3.1" and rec.plan.taps == ("layer2.1", "layer3.1")
+    assert rec.plan.head.hidden == 0
+    got = layout(rec)
+    assert got["frozen"] == got["kept"]
+    assert "Evidence from your training images" in rec.rationale and "layer3.1" in rec.rationale
+    # The evidence travels in the JSON, and the plan in it is the plan.
+    data = json.loads(json.dumps(rec.to_dict()))
+    assert data["basis"] == "evidence" and [p["layer"] for p in data["evidence"]["curve"]] == body_layer_names(model)
+    assert Plan.from_dict(data["plan"]) == rec.plan
+    # Large data: the same evidence cut, but the case lets the kept layers train.
+    large = recommend(model, 3000, 0.1, 4, device="cpu", evidence=ev)
+    assert large.plan.cut_after == "layer3.1" and layout(large)["frozen"] < layout(large)["kept"]
+    # The last layer probing best keeps the whole network; a two-layer head when the evidence chose one.
+    whole = recommend(model, 20, 0.1, 4, device="cpu", evidence=_evidence(model, "pool", hidden=64))
+    assert whole.plan.cut_after is None and whole.plan.taps == () and whole.plan.head.hidden == 64
 
 
-def test_sweep_chooses_the_taps():
-    model = "resnet18"
-    sweep = _sweep(model, "layer1.0")
-    sweep.loc[sweep["layer"] == "layer2.1", "val_accuracy"] = 0.8
-    rec = recommend(model, 40, 0.4, 3, device="cpu", sweep=sweep)
-    assert set(rec.plan.taps) >= {"layer1.0", "layer2.1"}
-    validate(rec.plan)
+def test_evidence_of_another_model_is_refused():
+    with pytest.raises(ValueError, match="evidence: measured with resnet18"):
+        recommend("efficientnet_lite0", 20, 0.1, 4, device="cpu", evidence=_evidence("resnet18", "layer3.1"))
 
 
 # ---- bad input ---------------------------------------------------------------------------
@@ -218,11 +222,6 @@ def test_sweep_chooses_the_taps():
 def test_bad_input_names_the_field(args, field):
     with pytest.raises(ValueError, match=field):
         recommend(*args, device="cpu")
-
-
-def test_sweep_without_needed_columns_is_refused():
-    with pytest.raises(ValueError, match="sweep"):
-        recommend("resnet18", 20, 0.05, 3, device="cpu", sweep=pd.DataFrame({"layer": ["stem"]}))
 
 
 # ---- time estimate -----------------------------------------------------------------------

@@ -9,7 +9,6 @@ import pytest
 from tl_studio.data import load_dataset
 from tl_studio.plan import Plan
 from tl_studio.states import layer_states
-from tl_studio.strategy import SimilarityReport
 from tl_studio.train import FINISHED, REGISTRY, TrainConfig
 from tl_studio.runs import load_run
 from tl_studio.ui import model_tab, session as S, strategy_tab, train_tab
@@ -19,9 +18,12 @@ from tl_studio.workspace import WorkspaceManager
 from .trainkit import DEMO, demo_dataset
 
 
-def _report(similarity: float) -> SimilarityReport:
-    return SimilarityReport(similarity=similarity, transferability=0.1, transferability_normalised=0.2,
-                            signals={}, explanation="measured in a test")
+@pytest.fixture(scope="module")
+def demo_evidence():
+    """The evidence pass on the demo data (one pass of the embedded model, probes on the training split)."""
+    from tl_studio.strategy import recommend_for_data
+
+    return recommend_for_data("efficientnet_lite0", demo_dataset()).evidence
 
 
 @pytest.fixture(scope="module")
@@ -41,30 +43,35 @@ def test_new_data_sets_the_head_and_the_sliders():
     assert s.recommendation is not None and s.recommendation.num_classes == 4
 
 
-def test_measure_moves_the_sliders_and_apply_applies_what_is_shown():
+def test_measure_moves_the_sliders_and_apply_applies_what_is_shown(demo_evidence):
     s = S.with_dataset(S.Session(), demo_dataset())
     s = S.with_strategy(s, 3000, 0.9, False)  # a large & similar slider setting first
     assert s.recommendation.case == "large_similar"
-    measured = strategy_tab.measured_similarity(s, _report(0.1))
+    measured = S.with_evidence(s, demo_evidence)
     assert measured.strategy.images_per_class == s.dataset_images_per_class
-    assert measured.strategy.similarity == 0.1
-    assert measured.recommendation.case == "small_different" and measured.source == S.EVIDENCE
+    assert measured.strategy.similarity == round(demo_evidence.similarity.similarity, 2)
+    assert measured.source == S.EVIDENCE and measured.recommendation.evidence is demo_evidence
+    assert measured.recommendation.case.startswith("small")  # 40 images per class, as the sliders now say
     applied = S.apply_recommendation(measured)
     assert applied.plan == measured.recommendation.plan
     assert applied.settings.epochs == measured.recommendation.epochs
+    assert "From the evidence" in strategy_tab.rec_text(measured)
     # Moving a slider afterwards sets the evidence aside, and says so.
     moved = S.with_strategy(measured, 3000, 0.1, False)
     assert moved.source == S.PRIOR and moved.recommendation.case == "large_different"
+    assert moved.recommendation.evidence is None
     assert "set aside" in strategy_tab.rec_text(moved)
 
 
-def test_evidence_is_kept_only_for_the_data_it_was_measured_on(three_classes):
-    s = strategy_tab.measured_similarity(S.with_dataset(S.Session(), demo_dataset()), _report(0.3))
-    assert s.matching_evidence is not None
+def test_evidence_is_kept_only_for_the_data_it_was_measured_on(demo_evidence, three_classes):
+    s = S.with_evidence(S.with_dataset(S.Session(), demo_dataset()), demo_evidence)
+    assert s.matching_evidence is demo_evidence
     other = S.with_dataset(s, three_classes)
     assert other.matching_evidence is None and other.source == S.PRIOR
+    assert S.with_evidence(other, demo_evidence) == other  # measured on other data: set aside
     back = S.with_dataset(other, demo_dataset())
-    assert back.matching_evidence is not None
+    assert back.matching_evidence is demo_evidence
+    assert S.with_model(back, "resnet18").matching_evidence is None
 
 
 def test_checklist_moves_and_errors_leave_the_session():

@@ -150,7 +150,7 @@ class TransferModel(nn.Module):
         pooled taps so far. When the whole body is frozen, the activation is the
         head's input itself (pooled), which is what the feature cache stores.
         ``stages`` may stand in for the first k body stages (an optimised
-        inference copy of them, train/extract.py).
+        inference copy of them, features/fold.py).
         """
         k = self._prefix if k is None else k
         feats: list = []

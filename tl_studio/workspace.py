@@ -40,6 +40,9 @@ class Workspace:
     last_seen: float = field(default_factory=time.time)
     builder: object = None  # tl_studio.data.DatasetBuilder for per-class uploads
     job_ids: list[str] = field(default_factory=list)
+    # Where feature sets of this workspace's data are cached: None is the user's cache folder
+    # (local mode); in shared mode a folder inside the workspace, deleted with it.
+    feature_cache: Path | None = None
     # what the UI is editing (a tl_studio.ui.session.Session: plan, evidence, settings...),
     # so a reload restores it; the engine never reads it
     session: object = None
@@ -92,7 +95,7 @@ class WorkspaceManager:
     def _make(self, ws_id: str) -> Workspace:
         if self.shared:
             root = self.runs_dir / "workspaces" / ws_id
-            ws = Workspace(ws_id, root, root / "runs", root / "data")
+            ws = Workspace(ws_id, root, root / "runs", root / "data", feature_cache=root / "cache" / "features")
         else:
             ws = Workspace(ws_id, self.runs_dir, self.runs_dir, self.runs_dir / ".data")
         ws.runs_dir.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,19 @@
 """``tl-studio recommend``: the four-case recommender from the command line.
 
     tl-studio recommend --images-per-class 40 --similarity 0.8 [--num-classes 5]
-    tl-studio recommend --data DATA [--sweep]
+    tl-studio recommend --data DATA [--seed S] [--val-fraction F] [--no-evidence]
     ... [--model NAME] [--device auto|cpu|cuda] [--json]
 
 With ``--data`` the images per class and the number of classes come from the
-dataset, and the similarity is measured on (a sample of) its training images;
-``--sweep`` adds the freeze-depth sweep, whose curve is printed and may move
-the recommended cut.
+dataset, split as ``tl-studio train`` splits it (the same ``--seed`` and
+``--val-fraction``), and the evidence pass measures the probe curve, the head
+and the similarity on the training split: the plan printed is the plan
+``train --plan auto`` trains.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import tempfile
@@ -36,20 +38,26 @@ def add_parser(sub) -> None:
     s.add_argument("--num-classes", type=int, default=None, metavar="K", help="classes (default 2; from --data)")
     s.add_argument("--data", metavar="DATA", help="a dataset (folder, .zip or .csv): measure size and similarity")
     s.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model (default {DEFAULT_MODEL})")
-    s.add_argument("--sweep", action="store_true", help="with --data: run the freeze-depth sweep as evidence")
+    s.add_argument("--seed", type=int, default=0, help="with --data: the split's seed, as train's (default 0)")
+    s.add_argument("--val-fraction", type=float, default=0.2,
+                   help="with --data: the validation share when the data has no val/ folder, as train's (default 0.2)")
+    s.add_argument("--no-evidence", action="store_true",
+                   help="with --data: skip the evidence pass; the four cases decide at a neutral similarity")
+    # The freeze-depth sweep is part of the evidence pass now: accepted, changes nothing.
+    s.add_argument("--sweep", action="store_true", help=argparse.SUPPRESS)
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--json", action="store_true", help="one JSON object for scripts")
     s.set_defaults(func=run)
 
 
 def _measure(args, device):
-    """(images per class, number of classes, similarity report, sweep or None) for --data."""
+    """The measured recommendation for --data (the dataset split as train splits it)."""
     from ..data import DatasetError, load_dataset
-    from ..strategy.on_dataset import measure_dataset
+    from .evidence import recommendation
 
     with tempfile.TemporaryDirectory(prefix="tl-studio-recommend-") as work:
         try:
-            ds = load_dataset(args.data, workdir=work)
+            ds = load_dataset(args.data, workdir=work, val_fraction=args.val_fraction, seed=args.seed)
         except DatasetError as exc:
             raise CLIError(f"--data {args.data}: {exc}") from None
         k = len(ds.classes)
@@ -57,10 +65,7 @@ def _measure(args, device):
             raise CLIError(f"--data {args.data}: needs at least two classes, found {k}")
         if not ds.train_idx:
             raise CLIError(f"--data {args.data}: no training images")
-        if args.sweep and not ds.val_idx:
-            raise CLIError(f"--data {args.data}: the sweep needs validation images and the split has none")
-        report, sweep = measure_dataset(args.model, ds, sweep=args.sweep, device=device)
-        return len(ds.train_idx) / k, k, report, sweep
+        return recommendation(args, ds, device).recommendation
 
 
 def run(args) -> int:
@@ -78,24 +83,24 @@ def run(args) -> int:
             resolve(device)
         except (DeviceError, RuntimeError) as exc:
             raise CLIError(f"--device {args.device}: not available here ({str(exc).splitlines()[0]})") from None
-    report = sweep = None
     if args.data:
         if args.images_per_class is not None or args.similarity is not None or args.num_classes is not None:
             raise CLIError("--data measures images per class, classes and similarity; drop "
                            "--images-per-class, --similarity and --num-classes, or drop --data")
-        per_class, k, report, sweep = _measure(args, device)
-        similarity = report.similarity
+        if not 0.0 <= args.val_fraction < 1.0:
+            raise CLIError(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
+        rec = _measure(args, device)
     else:
         if args.images_per_class is None or args.similarity is None:
             raise CLIError("give --images-per-class N and --similarity S, or --data DATA to measure them")
         if args.sweep:
             raise CLIError("--sweep needs images: use it with --data DATA")
-        per_class, similarity, k = args.images_per_class, args.similarity, args.num_classes or 2
-    try:
-        rec = recommend(args.model, per_class, similarity, k, device=device, sweep=sweep)
-    except ValueError as exc:
-        raise CLIError(str(exc).replace("images_per_class", "--images-per-class")
-                       .replace("similarity:", "--similarity:").replace("num_classes", "--num-classes")) from None
+        try:
+            rec = recommend(args.model, args.images_per_class, args.similarity, args.num_classes or 2, device=device)
+        except ValueError as exc:
+            raise CLIError(str(exc).replace("images_per_class", "--images-per-class")
+                           .replace("similarity:", "--similarity:").replace("num_classes", "--num-classes")) from None
+    report = rec.evidence.similarity if rec.evidence is not None else None
     out = rec.to_dict()
     if report is not None:
         out.update(
@@ -135,10 +140,15 @@ def _print_human(rec, report) -> None:
     print(f"training: lr {rec.lr:g} (body ratio {p.body_lr_ratio:g}), {rec.epochs} epochs, batch {rec.batch_size}, "
           f"augment {rec.augment}, feature cache {'yes' if rec.use_cache else 'no'}, "
           f"about {rec.estimated_seconds:.0f} s on {rec.device}")
-    if rec.sweep is not None:
-        print("\nfreeze-depth sweep (linear probe on frozen pooled features):")
+    if rec.evidence is not None:
+        ev = rec.evidence
+        print(f"\nprobe curve (ridge probe on frozen pooled features, {ev.folds}-fold CV x {ev.repeats} on "
+              f"{ev.train_rows} training images):")
+        curve = ev.frame()[["index", "layer", "position", "feature_dim", "accuracy", "se"]]
+        curve["note"] = ["best" if n == ev.best else ("cut" if n == ev.cut else ("within noise" if ev.within_noise(n)
+                         else "")) for n in curve["layer"]]
         with pd.option_context("display.width", 200, "display.max_columns", None):
-            print(rec.sweep.to_string(index=False))
+            print(curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{rec.rationale}")
     if report is not None:
         print(f"\n{report.explanation}")

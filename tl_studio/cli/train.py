@@ -28,31 +28,37 @@ def add_parser(sub) -> None:
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     s.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
+    s.add_argument("--no-evidence", action="store_true",
+                   help="--plan auto: skip the evidence pass; the four cases decide at a neutral similarity")
+    s.add_argument("--head-solver", default="auto", choices=["auto", "sgd"],
+                   help="auto (default): a head on frozen features is fitted to convergence (L-BFGS, L2 by "
+                        "cross-validation; --epochs is then not used) and body training starts from one; "
+                        "sgd: the head trains for epochs")
     s.set_defaults(func=run)
 
 
-def _plan_and_settings(args, dataset):
-    """The plan and hyper-parameters for --plan auto|head|full|FILE.json."""
+def _plan_and_settings(args, dataset, device):
+    """The plan, hyper-parameters and (for --plan auto) what the evidence pass measured."""
     from ..plan import Plan, PlanError
 
     n = len(dataset.classes)
     settings: dict = {}
     choice = args.plan
     if choice == "head":
-        return Plan.head_only(args.model, n), settings
+        return Plan.head_only(args.model, n), settings, None
     if choice == "full":
-        return Plan.full(args.model, n), settings
+        return Plan.full(args.model, n), settings, None
     if choice == "auto":
+        from .evidence import recommendation
+
         try:
-            from ..strategy import recommend
-        except ImportError:  # pragma: no cover - the recommender ships with the package
-            return Plan.head_only(args.model, n), settings
-        per_class = len(dataset.train_idx) / n
-        sim = _measured_similarity(args, dataset)
-        rec = recommend(args.model, per_class, sim, n)
-        log.info("recommended: %s: %s", rec.case, rec.rationale)
+            measured = recommendation(args, dataset, device)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        rec = measured.recommendation
+        log.info("recommended (%s): %s\n%s", rec.basis, rec.case, rec.rationale)
         settings = {"lr": rec.lr, "augment": rec.augment, "batch_size": rec.batch_size, "epochs": rec.epochs}
-        return rec.plan, settings
+        return rec.plan, settings, measured
     path = Path(choice)
     try:
         plan = Plan.from_json(path.read_text(encoding="utf-8"))
@@ -65,19 +71,7 @@ def _plan_and_settings(args, dataset):
         args.model = plan.model
     if plan.head.num_classes != n:
         raise CLIError(f"--plan {choice}: head.num_classes is {plan.head.num_classes} but the dataset has {n} classes")
-    return plan, settings
-
-
-def _measured_similarity(args, dataset) -> float:
-    """Domain similarity measured on a stratified sample of the training images."""
-    from ..strategy.on_dataset import measure_dataset
-
-    try:
-        report, _ = measure_dataset(args.model, dataset)
-        return float(report.similarity)
-    except Exception as exc:  # the recommendation still works from a neutral guess
-        log.warning("could not measure similarity (%s); assuming 0.5", exc)
-        return 0.5
+    return plan, settings, None
 
 
 class _Progress:
@@ -141,7 +135,8 @@ def run(args) -> int:
         dataset = load_dataset(args.data, workdir=out / "dataset", val_fraction=args.val_fraction, seed=args.seed)
     except DatasetError as exc:
         raise CLIError(str(exc)) from None
-    plan, settings = _plan_and_settings(args, dataset)
+    device = None if args.device == "auto" else args.device
+    plan, settings, measured = _plan_and_settings(args, dataset, device)
     try:
         validate(plan)
     except PlanError as exc:
@@ -151,16 +146,22 @@ def run(args) -> int:
         if value is not None:
             settings[key] = value
     try:
-        config = train.TrainConfig(seed=args.seed, device=args.device, **settings)
+        config = train.TrainConfig(seed=args.seed, device=args.device, head_solver=args.head_solver, **settings)
         from ..devices import resolve
 
         resolve(config.device)
     except (train.ConfigError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    if measured is not None and measured.images is not None:
+        # The images decoded and the features the evidence pass computed: training reuses both.
+        data = train.data_from_dataset(dataset, plan.model, images=measured.images, features=measured.features)
+    else:
+        def data(publish):
+            return train.data_from_dataset(dataset, plan.model, publish=publish)
     job = train.start_job(
         plan,
         config,
-        lambda publish: train.data_from_dataset(dataset, plan.model, publish=publish),
+        data,
         run_dir=out,
         resume=args.resume,
         pretrained=not args.random_weights,

@@ -28,7 +28,7 @@ from .folds import stratified_folds
 from .linear import LogisticFit, fit_logistic
 from .mlp import MLPFit, fit_mlp
 from .ridge import RidgeCV, ridge_cv
-from .select import MLP_L2_GRID, HeadChoice, head_state_dict, select_head
+from .select import MLP_L2_GRID, HeadChoice, fit_head, head_state_dict, select_head
 from .threads import single_threaded
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "RidgeCV",
     "cv_logistic",
     "cv_mlp",
+    "fit_head",
     "fit_logistic",
     "fit_mlp",
     "head_state_dict",

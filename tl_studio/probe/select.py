@@ -142,6 +142,44 @@ def select_head(
     )
 
 
+def fit_head(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    *,
+    hidden: int = 0,
+    folds: int = 5,
+    repeats: int = 2,
+    seed: int = 0,
+) -> HeadChoice:
+    """The head of a fixed shape (``hidden`` 0: linear; else two layers of that width), its ``l2`` chosen
+    by cross-validation on the rows given, as :func:`select_head` chooses it, refitted on all of them.
+
+    For a plan whose head is already decided: the architecture is the plan's; only the strength is fitted.
+    """
+    y = check_rows(x, y, num_classes)
+    started = time.perf_counter()
+    splits = resolve_folds(y, folds, repeats, seed)
+    if hidden > 0:
+        grid = sorted(MLP_L2_GRID, reverse=True)
+        rows = table("mlp", hidden, grid, [mlp_path(x, y, num_classes, hidden, grid, s, seed=seed) for s in splits])
+        chosen = best_row(rows)
+        path = [v for v in grid if v > chosen["l2"]]
+        fit = fit_mlp(x, y, num_classes, hidden, chosen["l2"], seed=seed, warm_path=path)
+    else:
+        rows = cv_logistic(x, y, num_classes, DEFAULT_L2_GRID, splits)
+        chosen = best_row(rows)
+        fit = fit_logistic(x, y, num_classes, chosen["l2"])
+    reason = f"{'two-layer' if hidden else 'linear'} head as planned, l2 by cross-validation"
+    log.info("fit_head: %s (l2 %.3g; %d rows x %d features, %d folds, %.2f s)", reason, chosen["l2"], x.shape[0],
+             x.shape[1], len(splits), time.perf_counter() - started)
+    return HeadChoice(
+        hidden=hidden, l2=chosen["l2"], cv_accuracy=chosen["accuracy"], cv_se=chosen["accuracy_se"],
+        cv_log_loss=chosen["log_loss"], cv_table=tuple(rows), state_dict=head_state_dict(fit), fit=fit,
+        reason=reason, rows=int(y.numel()), folds=folds, repeats=repeats, seed=seed,
+    )
+
+
 def _two_layer(x, y, num_classes: int, hidden: int, splits, folds: int, top: dict, seed: int) -> tuple[list[dict], str]:
     """The two-layer head's CV rows (all folds, or the first repeat's when it is behind there) and the verdict."""
     grid = sorted(MLP_L2_GRID, reverse=True)

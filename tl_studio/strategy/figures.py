@@ -56,3 +56,25 @@ def cases_figure(images_per_class: float, similarity: float, case: str | None = 
     where = f" — you are here: {case.replace('_', ' & ')}" if case in CASES else ""
     ax.set_title(f"The four cases{where}", fontsize=10)
     return fig
+
+
+def evidence_figure(ev) -> Figure:
+    """The probe curve with ± one standard error, the band within noise of the best, and the choice."""
+    df = ev.frame()
+    fig = Figure(figsize=(5.2, 3.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    best = ev.point(ev.best)
+    ax.axhspan(best.accuracy - best.se, best.accuracy + best.se, color="#d9f0d3", lw=0,
+               label="within noise of the best (±1 SE)")
+    ax.errorbar(df["index"], df["accuracy"], yerr=df["se"], fmt="-o", ms=3.5, lw=1.2, color="#5b8def",
+                ecolor="#9bb7f0", capsize=2, label="ridge probe, CV on training images")
+    chosen = [ev.point(t) for t in (ev.taps or (ev.cut,))]
+    ax.plot([p.index for p in chosen], [p.accuracy for p in chosen], "o", ms=9, mfc="none", mec="#e15759", mew=2,
+            label="the head reads" if ev.taps else "the cut (kept up to here)")
+    ax.set_xticks(df["index"])
+    ax.set_xticklabels(df["layer"], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("held-out accuracy (training folds)")
+    ax.set_ylim(max(0.0, float(df["accuracy"].min()) - 0.1), min(1.0, float(df["accuracy"].max()) + 0.08))
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("How much of the network transfers: the probe curve", fontsize=10)
+    return fig

@@ -1,77 +1,73 @@
-"""Measuring a whole imported dataset: similarity, transferability and the sweep.
+"""The recommendation for an imported dataset: one function for the CLI and the UI alike.
 
-One place decides which images are used (a stratified, deterministic sample)
-and decodes them once, for the CLI (``recommend --data``, ``train --plan
-auto``) and the UI alike.
+``tl-studio recommend --data``, ``tl-studio train --plan auto`` and the
+strategy tab all call :func:`recommend_for_data`, so the same data, split and
+seed give the same plan everywhere. With evidence (the default) it runs the
+frozen network once over the images (:func:`tl_studio.features.features_for`,
+reused from the cache when it ran before), measures the probe curve, the
+head and the similarity on the training split (:mod:`.evidence`), and
+recommends from them; without, the four cases alone decide, at a neutral
+similarity.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Callable
 
-import pandas as pd
-import torch
-
-from .similarity import MAX_IMAGES, SimilarityReport, measure_similarity
-from .sweep import freeze_depth_sweep
+from ..features import FeatureSet, FeatureStore, features_for
+from ..progress import Progress
+from ..train.inputs import decode
+from .evidence import Evidence, gather_evidence
+from .recommend import Recommendation, recommend
 
 log = logging.getLogger(__name__)
 
-# The sweep fits probes on at most this many images (the same share of every
-# class): enough for a stable curve, and a forward pass over them stays short on a CPU.
-SWEEP_MAX_TRAIN = 1000
-SWEEP_MAX_VAL = 500
+NEUTRAL_SIMILARITY = 0.5  # without a measurement, neither similar nor different
 
 
-def stratified(indices: list[int], labels: list[int], limit: int) -> list[int]:
-    """At most ``limit`` of ``indices``, the same share from every class (deterministic)."""
-    if len(indices) <= limit:
-        return list(indices)
-    g = torch.Generator().manual_seed(0)
-    order = [indices[i] for i in torch.randperm(len(indices), generator=g).tolist()]
-    by_class: dict[int, list[int]] = {}
-    for i in order:
-        by_class.setdefault(labels[i], []).append(i)
-    share = limit / len(indices)
-    picked = [i for members in by_class.values() for i in members[: max(1, round(len(members) * share))]]
-    return sorted(picked[:limit])
+@dataclass
+class Measured:
+    recommendation: Recommendation
+    features: FeatureSet | None  # the pass the evidence read (for training to reuse)
+    evidence: Evidence | None
+    images: object  # the decoded ImageStore
 
 
-def measure_dataset(
+def recommend_for_data(
     model_name: str,
     dataset,
     *,
-    sweep: bool = False,
-    similarity: bool = True,
-    store=None,
+    images=None,
+    evidence: bool = True,
+    seed: int = 0,
+    second_stage: bool = False,
+    store: FeatureStore | None = None,
     device: str | None = None,
-) -> tuple[SimilarityReport | None, pd.DataFrame | None]:
-    """Similarity report (and sweep table) for a :class:`tl_studio.data.Dataset`.
+    pretrained: bool = True,
+    publish: Callable[[Progress], None] | None = None,
+    check_stop: Callable[[], None] | None = None,
+) -> Measured:
+    """The recommendation for ``dataset`` (its split as loaded), from the evidence or the four cases alone.
 
-    ``store``: an :class:`~tl_studio.data.ImageStore` already decoded for all
-    the dataset's items at this model's input size (reused, not decoded again).
+    ``images``: the dataset already decoded for this model (reused, not decoded again).
     """
-    from ..data import ImageStore
-    from ..registry import get_spec
-
-    labels = dataset.labels
-    if sweep and not dataset.val_idx:
-        raise ValueError("the sweep needs validation images and the split has none")
-    sim_idx = stratified(dataset.train_idx, labels, MAX_IMAGES) if similarity else []
-    tr_idx = stratified(dataset.train_idx, labels, SWEEP_MAX_TRAIN) if sweep else []
-    va_idx = stratified(dataset.val_idx, labels, SWEEP_MAX_VAL) if sweep else []
-    if store is None:
-        wanted = sorted(set(sim_idx) | set(tr_idx) | set(va_idx))
-        row = {i: r for r, i in enumerate(wanted)}
-        store = ImageStore([dataset.items[i].path for i in wanted], get_spec(model_name).preprocess)
-        for r, err in store.errors.items():
-            log.warning("%s: %s (a blank image stands in for it)", dataset.items[wanted[r]].rel, err)
-    else:
-        row = {i: i for i in range(len(dataset.items))}
-
-    def take(idx):
-        return store.get([row[i] for i in idx]), torch.tensor([labels[i] for i in idx])
-
-    report = measure_similarity(model_name, *take(sim_idx), device=device) if similarity else None
-    table = freeze_depth_sweep(model_name, *take(tr_idx), *take(va_idx), device=device) if sweep else None
-    return report, table
+    k = len(dataset.classes)
+    if k < 2:
+        raise ValueError(f"the dataset has {k} class(es); a classifier needs at least two")
+    if not dataset.train_idx:
+        raise ValueError("the dataset has no training images")
+    per_class = len(dataset.train_idx) / k
+    if not evidence:
+        log.info("no evidence pass: the four cases decide, at a neutral similarity of %.1f", NEUTRAL_SIMILARITY)
+        rec = recommend(model_name, per_class, NEUTRAL_SIMILARITY, k, device=device, second_stage=second_stage)
+        return Measured(rec, None, None, images)
+    if images is None:
+        images = decode(dataset, model_name, publish=publish)  # for the training after it, too
+    fs = features_for(model_name, images, dataset.fingerprint, store=store, device=device, pretrained=pretrained,
+                      publish=publish, check_stop=check_stop)
+    ev = gather_evidence(fs, dataset.labels, dataset.train_idx, k, seed=seed, check_stop=check_stop)
+    rec = recommend(model_name, per_class, ev.similarity.similarity, k, device=device, evidence=ev,
+                    second_stage=second_stage)
+    return Measured(rec, fs, ev, images)

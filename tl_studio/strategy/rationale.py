@@ -1,7 +1,4 @@
-"""The recommendation's rationale: why this case, this cut, this freeze, in words.
-
-Moved here unchanged from recommend.py, which builds the plan it explains.
-"""
+"""The recommendation's rationale: why this case, this cut, this freeze, in a few short paragraphs."""
 
 from __future__ import annotations
 
@@ -17,70 +14,100 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+# Where the four cases come from; named in full where the app first cites them.
+SOURCE = '"ML | Introduction to Transfer Learning" (GeeksforGeeks, 2021)'
+
+
 def _rationale(rec: Recommendation, names: list[str], cut: int, frozen_upto: int, taps: list[int], stage1: int) -> str:
+    """The explanation in short paragraphs: the evidence (when measured), the case, the plan, the schedule."""
     n, s, k = rec.images_per_class, rec.similarity, rec.num_classes
     last = len(names) - 1
+    ev = rec.evidence
     size = "small" if rec.case.startswith("small") else "large"
     kind = "similar to" if rec.case.endswith("similar") else "different from"
-    parts = [
+    paragraphs = []
+    if ev is not None:
+        paragraphs.append(ev.words())
+    case = [
         f"{n:g} images per class is {size} data (the line is {rules.CASE_SPLIT_DATA}), and similarity "
         f"{s:.2f} reads as {kind} ImageNet (the line is {rules.SIMILAR}).",
-        "Source text, " + _CORNER_REASONS[rec.case].format(k=k),
+        f"The four cases of {SOURCE}, " + _CORNER_REASONS[rec.case].format(k=k),
     ]
-    # Where this point lies between the corners, and what that changes.
-    if rec.case == "small_different" and cut < last and rec.keep_fraction > rules.KEEP_DIFFERENT + 0.1:
-        parts.append(
-            f"Here the cut is milder than at the corner: "
+    if ev is not None:
+        case.append("Here the measured probe curve sets the cut, the taps and the head; the case decides how "
+                    "much of what is kept trains, and the schedule.")
+    elif rec.case == "small_different" and cut < last and rec.keep_fraction > rules.KEEP_DIFFERENT + 0.1:
+        # Where this point lies between the corners, and what that changes.
+        case.append(
+            "Here the cut is milder than at the corner: "
             + (f"similarity {s:.2f} is above {rules.UNRELATED}, where high-level features are written off"
                if s > rules.UNRELATED else f"with {n:g} images per class later layers can be retrained")
             + "."
         )
     if rec.case == "small_similar" and frozen_upto < cut:
-        parts.append(
+        case.append(
             f"Here, with more than {rules.SMALL_DATA} images per class, the later layers have enough "
             "data to adapt as well."
         )
+    paragraphs.append(" ".join(case))
+
+    plan = []
     if cut < last:
-        parts.append(f"Kept: the body up to {names[cut]} ({_pct(rec.keep_fraction)} of its compute); the rest is cut.")
+        plan.append(f"Kept: the body up to {names[cut]} ({_pct(rec.keep_fraction)} of its compute); the rest is cut.")
     if frozen_upto >= cut:
-        parts.append("Every kept layer is frozen; only the new head trains.")
+        plan.append("Every kept layer is frozen; only the new head trains.")
     else:
         if frozen_upto < 0:
-            parts.append("Nothing is frozen.")
+            plan.append("Nothing is frozen.")
         else:
             why = (
                 f"with fewer than {rules.LARGE_DATA} images per class the earliest, most generic layers "
                 "are kept as they are"
             )
-            parts.append(f"Frozen up to {names[frozen_upto]} ({_pct(rec.freeze_fraction)} of the compute): {why}.")
-        parts.append(
+            plan.append(f"Frozen up to {names[frozen_upto]} ({_pct(rec.freeze_fraction)} of the compute): {why}.")
+        plan.append(
             f"Trained body layers learn at {rec.plan.body_lr_ratio:g}x the head's rate at the earliest, "
             f"rising to the head's, after {rec.plan.head_warmup_epochs} head-only warm-up epoch(s)."
         )
-    if rec.plan.head.hidden:
-        parts.append(
+    if ev is not None:
+        plan.append(f"The head is {'two FC layers' if rec.plan.head.hidden else 'one FC layer'}: {ev.head_reason}.")
+    elif rec.plan.head.hidden:
+        plan.append(
             f"The new head has two FC layers ({rec.plan.head.hidden} hidden units) to combine the "
             "kept lower-level features."
         )
-    if taps:
-        parts.append(
-            "Similarity is middling, so the head also reads pooled features of earlier layers "
-            f"({', '.join(names[i] for i in taps)}): the source's second approach, features from several layers."
+    if taps and ev is not None:
+        plan.append(
+            f"It reads pooled features of {', '.join(names[i] for i in taps)}: together they probe at "
+            f"{ev.taps_accuracy:.2f}, better than one layer alone by more than the noise (features from several layers)."
         )
+    elif taps:
+        plan.append(
+            "Similarity is middling, so the head also reads pooled features of earlier layers "
+            f"({', '.join(names[i] for i in taps)}): features from several layers."
+        )
+    paragraphs.append(" ".join(plan))
+
+    schedule = []
     if rec.plan.unfreeze_all_at is not None:
-        parts.append(
+        schedule.append(
             f"Optional second stage: from epoch {stage1} every kept layer trains at lower rates "
             "(set unfreeze_all_at to null to skip it)."
         )
     elif rec.case == "small_different" and rec.plan.cut_after is not None:
-        parts.append(
+        schedule.append(
             "Sometimes it pays to then train the whole kept network: ask for the optional second stage "
             "(it costs several times this run on a CPU)."
         )
-    if rec.use_cache:
-        parts.append("The frozen layers' outputs are computed once and cached, so epochs are cheap.")
-    parts.append(f"Estimated training time on {rec.device}: about {_duration(rec.estimated_seconds)} (FLOPs-based).")
-    return " ".join(parts)
+    if frozen_upto >= cut and rec.plan.unfreeze_all_at is None:
+        schedule.append("The frozen layers' outputs are computed once; the head is then fitted to convergence "
+                        "(L2 strength by cross-validation on the training split), not trained for epochs.")
+    elif rec.use_cache:
+        schedule.append("The frozen layers' outputs are computed once and cached, so epochs are cheap.")
+    schedule.append(f"Estimated training time on {rec.device}: about {_duration(rec.estimated_seconds)} "
+                    "(FLOPs-based).")
+    paragraphs.append(" ".join(schedule))
+    return "\n\n".join(paragraphs)
 
 
 _CORNER_REASONS = {

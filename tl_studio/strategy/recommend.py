@@ -13,13 +13,12 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-import pandas as pd
-
 from .. import devices
 from ..layout import layout
 from ..plan import FROZEN, TRAIN, HeadSpec, Plan
 from ..registry import get_spec
 from . import rules, timing
+from .evidence import Evidence
 from .rationale import _rationale
 
 log = logging.getLogger(__name__)
@@ -53,11 +52,6 @@ HEAD_WARMUP_SMALL = 2
 HEAD_WARMUP_LARGE = 1
 BATCH_SIZE = 32
 MIN_BATCHES_PER_EPOCH = 4  # smaller batches for tiny datasets, so an epoch is several steps
-# Sweep rows this close (in depth fraction) to the rule's cut may move it.
-SWEEP_WINDOW = 0.2
-# The small-different corner keeps at most half the body even when a sweep
-# prefers later layers: "remove most layers from the end".
-MAX_KEEP_DIFFERENT = 0.5
 
 
 @dataclass
@@ -77,7 +71,13 @@ class Recommendation:
     freeze_fraction: float  # share of the body's forward FLOPs that is frozen, 0..1
     keep_fraction: float  # share of the body's forward FLOPs that is kept (1: no cut)
     device: str = "cpu"
-    sweep: pd.DataFrame | None = field(default=None, repr=False)
+    # The evidence measured on the data, when the plan's cut, taps and head come from it.
+    evidence: "Evidence | None" = field(default=None, repr=False)
+
+    @property
+    def basis(self) -> str:
+        """"evidence" (measured on the training split) or "prior" (the four cases alone)."""
+        return "evidence" if self.evidence is not None else "prior"
 
     def to_dict(self) -> dict:
         out = {
@@ -96,12 +96,10 @@ class Recommendation:
             "freeze_fraction": self.freeze_fraction,
             "keep_fraction": self.keep_fraction,
             "rationale": self.rationale,
+            "basis": self.basis,
         }
-        if self.sweep is not None:
-            out["sweep"] = [
-                {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-                for row in self.sweep.to_dict(orient="records")
-            ]
+        if self.evidence is not None:
+            out["evidence"] = self.evidence.to_dict()
         return out
 
 
@@ -147,41 +145,13 @@ def _check_inputs(model_name, images_per_class, similarity, num_classes):
         raise ValueError(f"num_classes: must be an integer of at least 2, got {num_classes!r}")
 
 
-def _sweep_positions(body: _Body, sweep: pd.DataFrame) -> pd.DataFrame:
-    """The sweep's rows with each layer's depth fraction; rows naming unknown layers are dropped."""
-    missing = {"layer", "val_accuracy"} - set(sweep.columns)
-    if missing:
-        raise ValueError(f"sweep: missing column(s) {', '.join(sorted(missing))}")
-    index = {n: i for i, n in enumerate(body.names)}
-    rows = sweep[sweep["layer"].isin(index)].copy()
-    if len(rows) < len(sweep):
-        log.warning("sweep: ignoring %d row(s) naming layers this model does not have", len(sweep) - len(rows))
-    rows["position"] = [body.ends[index[n]] for n in rows["layer"]]
-    rows["index"] = [index[n] for n in rows["layer"]]
-    return rows
-
-
-def _sweep_cut(rows: pd.DataFrame, keep: float, cap: float) -> int | None:
-    """The best-probing depth near the rule's cut (ties: closest to the rule)."""
-    near = rows[(rows["position"] >= keep - SWEEP_WINDOW) & (rows["position"] <= min(keep + SWEEP_WINDOW, cap))]
-    if near.empty:
-        return None
-    best = near["val_accuracy"].max()
-    top = near[near["val_accuracy"] >= best - 1e-9]
-    return int(top.loc[(top["position"] - keep).abs().idxmin(), "index"])
-
-
-def _pick_taps(body: _Body, cut: int, rows: pd.DataFrame | None) -> list[int]:
-    """The last kept layer plus one or two earlier ones (the sweep's best, or fixed shares)."""
+def _rule_taps(body: _Body, cut: int) -> list[int]:
+    """The last kept layer plus earlier ones at fixed shares of the kept depth (no evidence)."""
     taps = {cut}
-    if rows is not None:
-        earlier = rows[rows["index"] < cut].sort_values(["val_accuracy", "index"], ascending=[False, False])
-        taps.update(int(i) for i in earlier["index"].head(2))
-    else:
-        for share in rules.TAP_POSITIONS:
-            i = body.upto(body.ends[cut] * share)
-            if i >= 0:
-                taps.add(i)
+    for share in rules.TAP_POSITIONS:
+        i = body.upto(body.ends[cut] * share)
+        if i >= 0:
+            taps.add(i)
     return sorted(taps)
 
 
@@ -192,63 +162,44 @@ def recommend(
     num_classes: int,
     *,
     device: str | None = None,
-    sweep: pd.DataFrame | None = None,
+    evidence: Evidence | None = None,
     second_stage: bool = False,
 ) -> Recommendation:
-    """Which of the source text's four cases applies, and a complete plan for it.
+    """Which of the four cases applies, and a complete plan for it.
 
     ``images_per_class``: training images per class; ``similarity``: 0
     (unrelated to ImageNet) .. 1 (the same kind of images), from a slider or
-    :func:`measure_similarity`; ``sweep``: an optional
-    :func:`freeze_depth_sweep` table, whose best depth may move the cut and
-    choose the taps (within the corner rules). ``second_stage``: for small and
-    different data, append the source text's optional stage ("sometimes it pays
-    to then train the whole network"). It is off by default: it multiplies the
-    cost of a cached head-only run many times over on a CPU, and the rationale
-    offers it.
+    measured. ``evidence`` (:func:`.evidence.gather_evidence`, measured on the
+    training split): the cut, the taps and the head's width come from it; the
+    four cases then decide only how much of what is kept trains, and the
+    schedule. Without it, the four cases decide everything (the prior).
+    ``second_stage``: for small and different data, append the optional
+    stage ("sometimes it pays to then train the whole network"). It is off by
+    default: it multiplies the cost of a cached head-only run many times over
+    on a CPU, and the rationale offers it.
     """
     _check_inputs(model_name, images_per_class, similarity, num_classes)
+    if evidence is not None and evidence.model != model_name:
+        raise ValueError(f"evidence: measured with {evidence.model}, not {model_name}")
     body = _body(model_name)
     n, s = float(images_per_class), float(similarity)
     case = rules.case_of(n, s)
     small = case.startswith("small")
     keep, freeze = rules.keep_depth(n, s), rules.freeze_depth(n, s)
     all_frozen = freeze >= keep - 1e-9
-    rows = _sweep_positions(body, sweep) if sweep is not None and len(sweep) else None
     last = len(body.names) - 1
 
-    cut = last if keep >= 1.0 - 1e-9 else max(body.upto(keep), 0)
-    sweep_note = ""
-    if rows is not None and cut < last:
-        cap = MAX_KEEP_DIFFERENT if keep <= rules.KEEP_DIFFERENT + 1e-9 else 1.0
-        chosen = _sweep_cut(rows, keep, cap)
-        if chosen is not None and chosen != cut:
-            sweep_note = (
-                f" The freeze-depth sweep probes best at {body.names[chosen]} near the rule's cut "
-                f"({body.names[cut]}), so the cut follows the sweep."
-            )
-            cut = chosen
-        elif chosen is not None:
-            sweep_note = f" The freeze-depth sweep agrees: {body.names[cut]} probes best near the rule's cut."
+    if evidence is not None:
+        index = {name: i for i, name in enumerate(body.names)}
+        cut = last if evidence.keep_all else index[evidence.cut]
+        taps = sorted(index[t] for t in evidence.taps)
+        hidden = evidence.head_hidden
+    else:
+        cut = last if keep >= 1.0 - 1e-9 else max(body.upto(keep), 0)
+        taps = _rule_taps(body, cut) if rules.wants_taps(n, s) else []
+        hidden = rules.HIDDEN_UNITS if (small and cut < last) else 0
     keep_frac = body.ends[cut] if cut < last else 1.0
     frozen_upto = cut if all_frozen else body.upto(min(freeze, keep_frac))
-    taps = _pick_taps(body, cut, rows) if rules.wants_taps(n, s) else []
-    if taps and rows is not None:
-        sweep_note += " The taps are the layers whose pooled features probe best in the sweep."
-    if rows is not None and not sweep_note:
-        best = rows.loc[rows["val_accuracy"].idxmax()]
-        final = rows.loc[rows["index"].idxmax()]
-        if best["index"] == final["index"] or best["val_accuracy"] <= final["val_accuracy"]:
-            sweep_note = (
-                f" Sweep evidence: a linear probe on frozen features does best at the deepest layer probed "
-                f"({final['layer']}, {final['val_accuracy']:.0%}): the high-level features transfer."
-            )
-        else:
-            sweep_note = (
-                f" Sweep evidence: a linear probe on frozen features peaks at {best['layer']} "
-                f"({best['val_accuracy']:.0%}) and falls to {final['val_accuracy']:.0%} at {final['layer']}: "
-                "the late, high-level features transfer less."
-            )
 
     second_stage_offered = small and cut < last
     second_stage = second_stage and second_stage_offered
@@ -256,7 +207,6 @@ def recommend(
     epochs = stage1 + (SECOND_STAGE_EPOCHS if second_stage else 0)
     body_trains = frozen_upto < cut
     ratio = BODY_LR_RATIO_SIMILAR + (BODY_LR_RATIO_DIFFERENT - BODY_LR_RATIO_SIMILAR) * (1.0 - s)
-    hidden = rules.HIDDEN_UNITS if (small and cut < last) else 0
 
     names = list(body.names)
     kw = dict(
@@ -315,7 +265,7 @@ def recommend(
         freeze_fraction=round(freeze_frac, 4),
         keep_fraction=round(keep_frac, 4),
         device=dev,
-        sweep=sweep,
+        evidence=evidence,
     )
-    rec.rationale = _rationale(rec, names, cut, frozen_upto, taps, stage1) + sweep_note
+    rec.rationale = _rationale(rec, names, cut, frozen_upto, taps, stage1)
     return rec

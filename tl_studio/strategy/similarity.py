@@ -114,18 +114,29 @@ def measure_similarity(
     keep = _subsample(images.shape[0], labels)
     images, labels = images[keep], labels[keep]
     out = imagenet_pass(model_name, images, batch_size=batch_size, device=device)
+    return similarity_report(out["logits"], out["features"], out["bn_kl"], labels)
 
-    probs = out["logits"].double().softmax(1)
+
+def similarity_report(logits: torch.Tensor, features: torch.Tensor, bn_kl, labels: torch.Tensor) -> SimilarityReport:
+    """The report from what the pretrained network said about the images.
+
+    ``logits``: its ImageNet head's outputs; ``features``: the classifier's
+    input (penultimate features) of the labelled images, with ``labels``;
+    ``bn_kl``: per BatchNorm layer, the KL of the images' input statistics
+    to the stored ones (empty for a model without BatchNorm).
+    """
+
+    probs = logits.double().softmax(1)
     entropy = float((-(probs * probs.clamp_min(1e-12).log()).sum(1) / math.log(probs.shape[1])).mean())
     max_prob = float(probs.max(1).values.mean())
     head_score = _between(entropy, ENTROPY_IMAGENET, ENTROPY_UNRELATED)
     signals = {
-        "images": float(images.shape[0]),
+        "images": float(logits.shape[0]),
         "mean_max_softmax": max_prob,
         "normalised_entropy": entropy,
         "head_score": head_score,
     }
-    bn = out["bn_kl"]
+    bn = list(bn_kl)
     if bn:
         kl = float(sum(bn) / len(bn))
         third = max(len(bn) // 3, 1)
@@ -143,7 +154,7 @@ def measure_similarity(
 
     n_classes = int(torch.unique(labels).numel())
     if n_classes >= 2:
-        lm = logme(out["features"], labels)
+        lm = logme(features, labels)
         transfer, explained = lm.logme, lm.explained
     else:
         log.warning("measure_similarity: the labels hold one class; transferability needs two or more")

@@ -15,6 +15,7 @@ BALANCE = ("none", "weights", "sampler")
 CACHE = ("auto", "off")
 CACHE_DTYPES = ("float32", "float16")
 AUGMENT = ("none", "light", "strong")
+HEAD_SOLVERS = ("auto", "sgd")
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,10 @@ class TrainConfig:
     # stop when validation loss has not improved for this many epochs (0: never)
     early_stopping: int = 0
     seed: int = 0
+    # "auto": a head on frozen, cached inputs is fitted to convergence (L-BFGS, L2 by
+    # cross-validation on the training split) instead of trained for epochs, and a plan that
+    # trains body layers starts from such a fitted head; "sgd": epochs for every head
+    head_solver: str = "auto"
     # data
     augment: str = "none"
     balance: str = "none"
@@ -49,7 +54,7 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool | None = None  # None: on for CUDA
     amp: bool = True  # bf16 autocast on CUDA where supported, else fp16 + grad scaler
-    # run frozen layers as a BatchNorm-folded, channels_last inference copy (train/extract.py)
+    # run frozen layers as a BatchNorm-folded, channels_last inference copy (features/fold.py)
     fold_frozen: bool = True
     # how often losses are copied off the device (never once per step)
     sync_every: int = 10
@@ -81,6 +86,7 @@ class TrainConfig:
             ("cache", CACHE),
             ("cache_dtype", CACHE_DTYPES),
             ("augment", AUGMENT),
+            ("head_solver", HEAD_SOLVERS),
         ):
             if getattr(self, name) not in choices:
                 bad(name, f"must be one of {', '.join(choices)}")

@@ -27,7 +27,7 @@ from ..preprocess import Normalize, to_unit
 from ..progress import DECODING, EXTRACTING, Meter, Progress
 from ..registry import get_spec
 from .cache import FeatureCache
-from .extract import FrozenPrefix
+from ..features.fold import FrozenPrefix
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ class TrainData:
     classes: list[str]
     # provenance for config.json: fingerprint, root, (rel path, class) lists
     info: dict = field(default_factory=dict)
+    # The frozen network's pooled features of every image (tl_studio.features), when a pass already
+    # ran (the evidence pass); otherwise computed on demand into ``feature_store`` (None: the default).
+    features: object = None
+    feature_store: object = None
 
 
 def data_from_dataset(
@@ -52,12 +56,32 @@ def data_from_dataset(
     memory_budget_mb: int = 2048,
     progress: Callable[[float, str], None] | None = None,
     publish: Callable[[Progress], None] | None = None,
+    images=None,
+    features=None,
 ) -> TrainData:
-    """Decode a :class:`tl_studio.data.Dataset` once for a model's input size.
+    """A :class:`tl_studio.data.Dataset` decoded once for a model's input size (``images``: already decoded).
 
     ``progress(fraction, message)`` hears about the decoding, and so does
     ``publish`` as "decoding" :class:`~tl_studio.progress.Progress` events.
+    ``features``: the frozen network's feature set of these images, when a pass already ran.
     """
+    if images is None:
+        images = decode(dataset, model_name, memory_budget_mb=memory_budget_mb, progress=progress, publish=publish)
+    labels = torch.tensor(dataset.labels, dtype=torch.long)
+    info = {"root": str(dataset.root), "fingerprint": dataset.fingerprint, **dataset.file_lists()}
+    return TrainData(images, labels, list(dataset.train_idx), list(dataset.val_idx), list(dataset.classes), info,
+                     features=features)
+
+
+def decode(
+    dataset,
+    model_name: str,
+    *,
+    memory_budget_mb: int = 2048,
+    progress: Callable[[float, str], None] | None = None,
+    publish: Callable[[Progress], None] | None = None,
+):
+    """The dataset's images as an :class:`~tl_studio.data.ImageStore` at the model's input size."""
     from ..data import ImageStore
 
     listeners = [progress] if progress is not None else []
@@ -68,15 +92,12 @@ def data_from_dataset(
         for listener in listeners:
             listener(fraction, message)
 
-    store = ImageStore(
+    return ImageStore(
         dataset.paths,
         get_spec(model_name).preprocess,
         memory_budget_bytes=memory_budget_mb * 2**20,
         progress=tell if listeners else None,
     )
-    labels = torch.tensor(dataset.labels, dtype=torch.long)
-    info = {"root": str(dataset.root), "fingerprint": dataset.fingerprint, **dataset.file_lists()}
-    return TrainData(store, labels, list(dataset.train_idx), list(dataset.val_idx), list(dataset.classes), info)
 
 
 class Inputs:

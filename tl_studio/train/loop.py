@@ -34,7 +34,7 @@ from ..plan import Plan
 from ..progress import EPOCH, Meter
 from ..surgery import TransferModel, build_model
 from . import epoch as one_pass
-from . import phases
+from . import convex, phases
 from .best import Best, Snapshots
 from .checkpoint import Checkpoints
 from .config import TrainConfig
@@ -101,6 +101,8 @@ class Trainer:
         )
         self.best = Best()
         self.step = 0
+        self.convex = False  # the head is fitted to convergence instead of trained for epochs
+        self.head_fit: dict | None = None  # what that fit (or the fitted starting head) chose
 
     # ---- set-up -------------------------------------------------------------------------
     def build(self) -> None:
@@ -175,6 +177,8 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         cfg, ck = self.cfg, self.checkpoints
+        if convex.applies(self.plan, cfg):
+            return self._fit_convex()
         start = 0
         if ck is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,6 +186,8 @@ class Trainer:
                 start = ck.resume(self)
             else:
                 ck.write_config(cfg, self.data, self.device)
+        if start == 0 and convex.lp_init_applies(self.plan, cfg):
+            self.head_fit = convex.fit_first(self)
         t_start = time.perf_counter()
         epochs_meter = Meter(EPOCH, cfg.epochs, "epochs", self.metrics.publish, start=start)
         epochs_run, bad_epochs, status = start, 0, runs.FINISHED
@@ -281,6 +287,53 @@ class Trainer:
             ck.finish(self.metrics.snapshot(), summary)
         return result
 
+    # ---- heads fitted to convergence (convex.py) ----------------------------------------------
+    def _fit_convex(self) -> TrainResult:
+        """Nothing in the body trains: fit the head to convergence on the frozen features; no epochs."""
+        cfg, ck = self.cfg, self.checkpoints
+        if ck is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ck.write_config(cfg, self.data, self.device)
+        log.info("the body is frozen: the head is fitted to convergence on its features (L-BFGS, L2 by "
+                 "cross-validation on the training split); epochs (%d) are not used (--head-solver sgd "
+                 "trains the head for epochs instead)", cfg.epochs)
+        t_start = time.perf_counter()
+        self.convex = True
+        self.enter_phase(phases.PLAN)
+        status, epochs_run = runs.FINISHED, 0
+        try:
+            x, fs = convex.head_inputs(self)
+            self.head_fit = convex.fit_head(self, x, fs)
+            train_loss, train_acc = convex.score(self.model, x, self.data.train_idx, self.data.labels)
+            val_loss, val_acc = convex.score(self.model, x, self.data.val_idx, self.data.labels)
+            seconds = time.perf_counter() - t_start
+            epochs_run = 1
+            self.metrics.add_epoch({
+                "epoch": 1, "phase": "convex", "train_loss": train_loss, "train_accuracy": train_acc,
+                "images_per_second": len(self.data.labels) / max(seconds, 1e-9), "val_loss": val_loss,
+                "val_accuracy": val_acc, "lr": float("nan"), "elapsed": time.time() - self.metrics.started,
+                "cached": True,
+            })
+            if self.best.improves(val_acc, val_loss):
+                self.best.take(1, val_acc, val_loss, self.snapshots.take())
+        except Stopped:
+            status = runs.STOPPED
+            log.info("stopped before the head was fitted")
+        seconds = time.perf_counter() - t_start
+        state = self.best.state if self.best.validated else self.snapshots.take()
+        if ck is not None:
+            ck.save(self.metrics.snapshot(), self.best, None)
+            if not self.best.validated:
+                ck.save_unvalidated(state)
+        summary = self._summary(status, epochs_run, seconds, len(self.data.labels) / max(seconds, 1e-9), True)
+        result = TrainResult(status=status, best_epoch=self.best.epoch, best_val_accuracy=self.best.val_accuracy,
+                             validated=self.best.validated, epochs_run=epochs_run, train_seconds=seconds,
+                             images_per_second=summary["images_per_second"], device=summary["device"],
+                             state=state, cached=True, batch_size=self.batch_size, summary=summary)
+        if ck is not None:
+            ck.finish(self.metrics.snapshot(), summary)
+        return result
+
     def _stop_requested(self) -> bool:
         return self.stop_event is not None and self.stop_event.is_set()
 
@@ -311,9 +364,17 @@ class Trainer:
         log.warning("CUDA out of memory: retrying the epoch with batch size %d", self.batch_size)
 
     def _summary(self, status: str, epochs_run: int, seconds: float, images_per_second: float, cached: bool) -> dict:
+        fit, convex_run = self.head_fit, self.convex
         return {
             "status": status,
             "model": self.plan.model,
+            # The model actually saved: the fitted head, or the best epoch's weights.
+            "val_accuracy": self.best.val_accuracy,
+            # A fitted head is chosen on training folds only; the best epoch is chosen on the validation split.
+            "solver": convex.SOLVER if convex_run else self.cfg.optimizer,
+            "l2": fit["l2"] if fit is not None else None,
+            "head_init": "fitted" if fit is not None and not convex_run else None,
+            "selected_on": "train-cv" if convex_run else "validation",
             "best_val_accuracy": self.best.val_accuracy,
             "best_epoch": self.best.epoch,
             "epochs_run": epochs_run,

@@ -75,14 +75,18 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
     # A new dataset changes the class count (the head) and the images per class.
     def after_data(ws_id, size_by):
         ws = ctx.ws(ws_id)
-        return (*model_tab.plan_outputs(ws.session.plan, size_by), *strategy.views(ws.session))
+        return (*model_tab.plan_outputs(ws.session.plan, size_by), *strategy.views(ws.session),
+                strategy.status_of(ws))
 
-    after_outputs = model.outputs + strategy.outputs
+    after_outputs = model.outputs + strategy.outputs + [strategy.status]
     for event in (data.demo_event, data.zip_event, data.use_event):
         event.success(after_data, [ws_state, model.size_by], after_outputs, api_visibility="private")
     # Another network: the strategy tab recommends for it.
-    model.model_event.success(lambda ws_id: strategy.views(ctx.ws(ws_id).session), [ws_state], strategy.outputs,
-                              api_visibility="private")
+    def after_model(ws_id):
+        ws = ctx.ws(ws_id)
+        return (*strategy.views(ws.session), strategy.status_of(ws))
+
+    model.model_event.success(after_model, [ws_state], strategy.outputs + [strategy.status], api_visibility="private")
 
     # Apply fills the checklist, cut, taps and head, and the training settings: exactly what the tab shows.
     def apply(ws_id, size_by):
@@ -131,6 +135,8 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
             *model_tab.plan_outputs(s.plan, "params"),
             *data_tab.dataset_views(ws),
             *strategy.views(s),
+            strategy.status_of(ws),
+            gr.Timer(active=strategy.running(ws)),
             *train_tab.form_values(settings),
             train_tab.status_line(job), loss, acc,
             gr.Timer(active=job is not None and not job.done),
@@ -140,8 +146,8 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
     demo.load(
         on_load,
         [ws_state],
-        [ws_state, mode_line, model.model, *model.outputs, *data.views, *strategy.outputs,
-         *training.settings, training.status, training.loss_plot, training.acc_plot, training.timer,
+        [ws_state, mode_line, model.model, *model.outputs, *data.views, *strategy.outputs, strategy.status,
+         strategy.timer, *training.settings, training.status, training.loss_plot, training.acc_plot, training.timer,
          predict.run, export.run],
         api_visibility="private",
     )

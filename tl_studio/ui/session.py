@@ -36,26 +36,17 @@ class StrategyInputs:
     second_stage: bool = False
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """What was measured on the loaded data with one model."""
-
-    model: str
-    fingerprint: str  # of the dataset it was measured on
-    similarity: float | None = None
-    similarity_note: str = ""  # the measured report, as shown
-    sweep: Any = field(default=None, compare=False)  # the freeze-depth sweep table (a DataFrame)
-    evidence: Any = field(default=None, compare=False)  # tl_studio.strategy evidence result, when measured
-
-    def matches(self, model: str, dataset) -> bool:
-        return dataset is not None and self.model == model and self.fingerprint == dataset.fingerprint
+def evidence_matches(ev, model: str, dataset) -> bool:
+    """Whether evidence (a :class:`tl_studio.strategy.Evidence`) was measured on this data's training split."""
+    return (ev is not None and dataset is not None and ev.model == model and ev.fingerprint == dataset.fingerprint
+            and ev.train_rows == len(dataset.train_idx))
 
 
 @dataclass(frozen=True)
 class Session:
     plan: Plan = field(default_factory=lambda: Plan.head_only(DEFAULT_MODEL, 2))
     dataset: Any = None  # tl_studio.data.Dataset
-    evidence: Evidence | None = None
+    evidence: Any = None  # tl_studio.strategy.Evidence: measured on the loaded data with one model
     strategy: StrategyInputs = StrategyInputs()
     # The recommendation the strategy tab shows: Apply applies exactly this one.
     recommendation: Any = field(default=None, compare=False)  # tl_studio.strategy.Recommendation
@@ -80,10 +71,9 @@ class Session:
         return len(ds.train_idx) / len(ds.classes)
 
     @property
-    def matching_evidence(self) -> Evidence | None:
+    def matching_evidence(self):
         """The evidence, while it was measured on the loaded data with the current model."""
-        ev = self.evidence
-        return ev if ev is not None and ev.matches(self.model, self.dataset) else None
+        return self.evidence if evidence_matches(self.evidence, self.model, self.dataset) else None
 
 
 # ---- moves -----------------------------------------------------------------------------
@@ -129,23 +119,13 @@ def with_strategy(s: Session, images_per_class: float, similarity: float, second
     return recommend_now(replace(s, strategy=inputs, source=source))
 
 
-def with_evidence(s: Session, evidence: Evidence) -> Session:
+def with_evidence(s: Session, evidence) -> Session:
     """Measured on the loaded data: the sliders show what was measured, the evidence decides."""
-    strategy = s.strategy
-    ipc = s.dataset_images_per_class
-    if ipc is not None:
-        strategy = replace(strategy, images_per_class=ipc)
-    if evidence.similarity is not None:
-        strategy = replace(strategy, similarity=round(float(evidence.similarity), 2))
-    old = s.evidence if s.evidence is not None and s.evidence.matches(s.model, s.dataset) else None
-    if old is not None:  # a sweep after a measure (or the reverse) keeps both
-        evidence = replace(
-            evidence,
-            similarity=evidence.similarity if evidence.similarity is not None else old.similarity,
-            similarity_note=evidence.similarity_note or old.similarity_note,
-            sweep=evidence.sweep if evidence.sweep is not None else old.sweep,
-            evidence=evidence.evidence if evidence.evidence is not None else old.evidence,
-        )
+    if not evidence_matches(evidence, s.model, s.dataset):
+        log.info("evidence for other data or another model: set aside")
+        return s
+    strategy = replace(s.strategy, images_per_class=s.dataset_images_per_class,
+                       similarity=round(float(evidence.similarity.similarity), 2))
     return recommend_now(replace(s, evidence=evidence, strategy=strategy, source=EVIDENCE))
 
 
@@ -156,10 +136,9 @@ def recommend_now(s: Session) -> Session:
     ev = s.matching_evidence if s.source == EVIDENCE else None
     k = max(s.num_classes, 2)
     try:
-        rec = recommend(
-            s.model, s.strategy.images_per_class, s.strategy.similarity, k,
-            sweep=ev.sweep if ev is not None else None, second_stage=s.strategy.second_stage,
-        )
+        similarity = ev.similarity.similarity if ev is not None else s.strategy.similarity
+        rec = recommend(s.model, s.strategy.images_per_class, similarity, k, evidence=ev,
+                        second_stage=s.strategy.second_stage)
     except ValueError as exc:
         log.info("no recommendation: %s", exc)
         rec = None

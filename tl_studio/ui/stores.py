@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from ..features import FeatureStore
 from ..registry import get_spec
 from ..train import TrainData, data_from_dataset
+
+
+def feature_store(ws) -> FeatureStore:
+    """Where this workspace's feature sets are cached (the workspace says: see Workspace.feature_cache)."""
+    return FeatureStore(ws.feature_cache)
 
 
 def decoded(ws, model: str, dataset=None, progress=None, publish=None) -> TrainData:
@@ -22,6 +28,7 @@ def decoded(ws, model: str, dataset=None, progress=None, publish=None) -> TrainD
         if cached is not None and cached[0] == key:
             return cached[1]
     data = data_from_dataset(ds, model, progress=progress, publish=publish)
+    data.feature_store = feature_store(ws)
     with ws.lock:
         ws.cache["decoded"] = (key, data)
     return data

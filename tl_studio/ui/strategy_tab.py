@@ -1,8 +1,11 @@
-"""Tab 3, Strategy: the four cases, measured similarity, the freeze-depth sweep, Apply.
+"""Tab 3, Strategy: the four cases as sliders, the evidence measured on your data, Apply.
 
 What the tab shows is the session's recommendation, and Apply applies that
-very value. Measuring moves the sliders to what was measured; moving a slider
-afterwards sets the measurement aside (and says so).
+very value. "Measure from my data" runs the evidence pass (one pass of the
+frozen network, then probes on the training split) as a stoppable job; its
+result moves the sliders to what was measured and decides the plan, for as
+long as the same data and model are loaded. Moving a slider afterwards sets
+the evidence aside (and says so): the four cases decide again.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..strategy.figures import cases_figure
-from ..strategy.on_dataset import measure_dataset
-from . import session as S
+from ..strategy.evidence import estimate_seconds
+from ..strategy.figures import cases_figure, evidence_figure
+from ..strategy.on_dataset import recommend_for_data
+from . import background, session as S
 from .context import AppContext, fail, guarded
-from .stores import decoded
+from .stores import decoded, feature_store
 
 log = logging.getLogger(__name__)
 
-SWEEP_COLUMNS = ["depth", "layer", "val_accuracy", "train_accuracy", "feature_dim"]
+KIND = "evidence pass"
+CURVE_COLUMNS = ["index", "layer", "accuracy", "se", "feature_dim"]
 
 
 def rec_text(s: S.Session) -> str:
@@ -31,10 +36,10 @@ def rec_text(s: S.Session) -> str:
     eta = f"{rec.estimated_seconds:.0f} s" if mins < 2 else f"{mins:.0f} min"
     source = ""
     if s.source == S.EVIDENCE:
-        source = "*From the evidence measured on your data.*\n\n"
-    elif s.evidence is not None and s.evidence.matches(s.model, s.dataset):
-        source = ("*The sliders were moved, so the measurement is set aside: this is the four-case rule for "
-                  "the slider values. Measure again to use the evidence.*\n\n")
+        source = "*From the evidence measured on your training images.*\n\n"
+    elif s.evidence is not None and s.evidence.model == s.model and s.matching_evidence is not None:
+        source = ("*The sliders were moved, so the evidence is set aside: this is the four cases' plan for the "
+                  "slider values. Measure again (it is cached) to use the evidence.*\n\n")
     return (
         f"### Case: {rec.case.replace('_', ' & ')}\n{source}{rec.rationale}\n\n"
         f"**Suggested:** {rec.epochs} epochs, lr {rec.lr:g}, batch {rec.batch_size}, augmentation "
@@ -44,22 +49,30 @@ def rec_text(s: S.Session) -> str:
 
 def measured_text(s: S.Session) -> str:
     ev = s.matching_evidence
-    return ev.similarity_note if ev is not None else ""
+    if ev is None:
+        return ""
+    r = ev.similarity
+    return (f"**Measured similarity {r.similarity:.2f}**, transferability (LogME) {r.transferability:.2f} nats/image "
+            f"({r.transferability_normalised:.0%} of label variance explained by frozen features). {r.explanation}")
 
 
-def sweep_table(s: S.Session):
-    ev = s.matching_evidence
-    if ev is None or ev.sweep is None:
-        return None
-    return ev.sweep[SWEEP_COLUMNS]
+def cost_text(s: S.Session) -> str:
+    """What measuring will cost, said before it starts."""
+    ds = s.dataset
+    if ds is None:
+        return "Load a dataset (tab 1) to measure the evidence from it."
+    seconds = estimate_seconds(s.model, len(ds.paths), len(ds.train_idx))
+    return (f"Measuring runs {s.model} once over the {len(ds.paths)} images, then probes every layer on the "
+            f"{len(ds.train_idx)} training images: about {seconds:.0f} s (less when cached). It can be stopped.")
 
 
 def views(s: S.Session) -> tuple:
     """Values for: images per class, similarity, second stage, measured, recommendation, cases figure,
-    sweep plot, sweep table."""
+    evidence figure, curve table."""
     rec = s.recommendation
     fig = cases_figure(rec.images_per_class, rec.similarity, rec.case) if rec is not None else None
-    table = sweep_table(s)
+    ev = s.matching_evidence
+    curve = ev.frame()[CURVE_COLUMNS].round(3) if ev is not None else None
     return (
         s.strategy.images_per_class,
         s.strategy.similarity,
@@ -67,8 +80,8 @@ def views(s: S.Session) -> tuple:
         measured_text(s),
         rec_text(s),
         fig,
-        table,
-        gr.Dataframe(value=table, visible=table is not None),
+        evidence_figure(ev) if ev is not None else None,
+        gr.Dataframe(value=curve, visible=curve is not None),
     )
 
 
@@ -78,18 +91,21 @@ def require_data(s: S.Session):
         raise fail("Data: load a dataset first (tab 1)")
 
 
-def measured_similarity(s: S.Session, report) -> S.Session:
-    note = (
-        f"**Measured similarity {report.similarity:.2f}**, transferability (LogME) "
-        f"{report.transferability:.2f} nats/image ({report.transferability_normalised:.0%} of label variance "
-        f"explained by frozen features). {report.explanation}"
-    )
-    ev = S.Evidence(s.model, s.dataset.fingerprint, similarity=float(report.similarity), similarity_note=note)
-    return S.with_evidence(s, ev)
+def start_measuring(ws):
+    """The evidence pass as this workspace's job; it writes its result into the session when it ends."""
+    s = ws.session
+    require_data(s)
+    model, dataset = s.model, s.dataset
 
+    def work(publish, check_stop):
+        images = decoded(ws, model, dataset, publish=publish).images
+        measured = recommend_for_data(model, dataset, images=images, store=feature_store(ws),
+                                      second_stage=s.strategy.second_stage, publish=publish, check_stop=check_stop)
+        with ws.lock:
+            ws.session = S.with_evidence(ws.session, measured.evidence)
+        return measured
 
-def measured_sweep(s: S.Session, table) -> S.Session:
-    return S.with_evidence(s, S.Evidence(s.model, s.dataset.fingerprint, sweep=table))
+    return background.start(ws, KIND, work)
 
 
 def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
@@ -107,50 +123,43 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
                 value=False,
             )
             with gr.Row():
-                c.measure_btn = gr.Button("Measure from my data", elem_id="tl-measure")
-                c.sweep_btn = gr.Button("Run the freeze-depth sweep", elem_id="tl-sweep")
+                c.measure_btn = gr.Button("Measure from my data", elem_id="tl-measure", variant="secondary")
+                c.stop_btn = gr.Button("Stop measuring", elem_id="tl-measure-stop", variant="stop", size="sm")
+            c.status = gr.Markdown("", elem_id="tl-measure-status")
             c.measured = gr.Markdown("", elem_id="tl-measured")
             c.rec = gr.Markdown("", elem_id="tl-rec")
             c.apply_btn = gr.Button("Apply: fill the checklist, the cut, the head and the settings", variant="primary",
                                     elem_id="tl-apply")
         with gr.Column(scale=2):
             c.cases = gr.Plot(label="The four cases", format="png", show_label=False)
-            c.sweep_plot = gr.LinePlot(
-                x="depth", y="val_accuracy", title="Linear probe accuracy by freeze depth",
-                x_title="cut after layer (depth index)", y_title="validation accuracy", height=260,
-            )
-            c.sweep_table = gr.Dataframe(label="Sweep", interactive=False, visible=False)
-    c.outputs = [c.ipc, c.sim, c.second_stage, c.measured, c.rec, c.cases, c.sweep_plot, c.sweep_table]
+            c.curve_plot = gr.Plot(label="The probe curve", format="png", show_label=False, elem_id="tl-curve")
+            c.curve_table = gr.Dataframe(label="Probe curve (cross-validated on the training split)",
+                                         interactive=False, visible=False)
+    c.timer = gr.Timer(1.0, active=False)
+    c.outputs = [c.ipc, c.sim, c.second_stage, c.measured, c.rec, c.cases, c.curve_plot, c.curve_table]
     n_out = len(c.outputs)
 
-    def run_measure(ws, progress, at: float, desc: str, **what):
-        """``measure_dataset`` on the session's data, decoded once; bad input becomes a user error."""
-        s = ws.session
-        require_data(s)
-        progress(0.1, desc="decoding images")
-        data = decoded(ws, s.model, s.dataset)
-        progress(at, desc=desc)
-        try:
-            return s, measure_dataset(s.model, s.dataset, store=data.images, **what)
-        except ValueError as exc:
-            raise fail(str(exc)) from None
-
-    def measure(ws_id, progress=gr.Progress()):
+    def measure(ws_id):
         ws = ctx.ws(ws_id)
-        s, (report, _) = run_measure(ws, progress, 0.4, "running the pretrained network")
-        with ws.lock:
-            if ws.session.dataset is s.dataset and ws.session.model == s.model:  # nothing changed meanwhile
-                ws.session = measured_similarity(ws.session, report)
-            return views(ws.session)
+        job = start_measuring(ws)
+        return background.status_text(job, KIND), gr.Timer(active=True)
 
-    def sweep(ws_id, progress=gr.Progress()):
+    def tick(ws_id):
         ws = ctx.ws(ws_id)
-        s, (_, table) = run_measure(ws, progress, 0.3, "features at every depth, then a linear probe each",
-                                    similarity=False, sweep=True)
-        with ws.lock:
-            if ws.session.dataset is s.dataset and ws.session.model == s.model:
-                ws.session = measured_sweep(ws.session, table)
-            return views(ws.session)
+        job = background.current(ws, KIND)
+        if job is None or not job.done:
+            return (background.status_text(job, KIND), gr.Timer(active=job is not None),
+                    *(gr.skip() for _ in range(n_out)))
+        return (background.status_text(job, KIND) or cost_text(ws.session), gr.Timer(active=False),
+                *views(ws.session))
+
+    def stop(ws_id):
+        ws = ctx.ws(ws_id)
+        job = background.current(ws, KIND)
+        if job is None or job.done:
+            raise fail("There is no evidence pass running in this workspace to stop")
+        job.stop()
+        return background.status_text(job, KIND)
 
     def sliders(ws_id, ipc, sim, second_stage):
         ws = ctx.ws(ws_id)
@@ -158,11 +167,28 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
             ws.session = S.with_strategy(ws.session, ipc, sim, second_stage)
             return views(ws.session)
 
+    def measure_api(ws_id: str) -> dict:
+        """Run the evidence pass on the workspace's data and model; wait for it; return the recommendation."""
+        ws = ctx.ws(ws_id)
+        job = start_measuring(ws)
+        job.wait()
+        if job.status == "failed" or job.result is None:
+            raise fail(background.status_text(job, KIND).replace("**", ""))
+        return job.result.recommendation.to_dict()
+
     slider_inputs = [ws_state, c.ipc, c.sim, c.second_stage]
     for comp in (c.ipc, c.sim):
         comp.release(guarded(sliders, n_out), slider_inputs, c.outputs, api_visibility="private")
     c.second_stage.input(guarded(sliders, n_out), slider_inputs, c.outputs, api_visibility="private")
-    c.measure_btn.click(guarded(measure, n_out), [ws_state], c.outputs, api_name="measure_similarity")
-    c.sweep_btn.click(guarded(sweep, n_out), [ws_state], c.outputs, api_name="sweep")
+    c.measure_btn.click(guarded(measure, 2), [ws_state], [c.status, c.timer], api_visibility="private")
+    c.stop_btn.click(guarded(stop, 1), [ws_state], [c.status], api_visibility="private")
+    c.timer.tick(guarded(tick, 2 + n_out), [ws_state], [c.status, c.timer, *c.outputs], api_visibility="private",
+                 show_progress="hidden", concurrency_limit=None)
+    # API clients: the same pass, synchronously (the freeze-depth sweep is part of it).
+    gr.api(guarded(measure_api, 1), api_name="measure_similarity")
+    gr.api(guarded(measure_api, 1), api_name="sweep")
     c.views = views
+    c.cost_text = cost_text
+    c.status_of = lambda ws: background.status_text(background.current(ws, KIND), KIND) or cost_text(ws.session)
+    c.running = lambda ws: (lambda j: j is not None and not j.done)(background.current(ws, KIND))
     return c

@@ -37,7 +37,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from . import devices
+from .. import devices
 
 log = logging.getLogger(__name__)
 

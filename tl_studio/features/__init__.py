@@ -1,0 +1,49 @@
+"""One pass of the frozen pretrained network per (model, weights, preprocessing, data), kept and reused.
+
+* :func:`features_for`: the :class:`FeatureSet` of a dataset's images, from
+  the store (memory, then disk) or computed by one pass and stored;
+* :class:`FeatureSet`: every body layer's pooled output, the ImageNet logits
+  and BatchNorm statistics, for every image;
+* :class:`FeatureStore`: the cache folder (``tl-studio cache ls|clear``);
+* :mod:`.fold`: the BatchNorm-folded inference copy the pass (and the
+  trainer's frozen prefix) runs through.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from ..progress import Progress
+from .featureset import FeatureSet, feature_key
+from .store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FeatureSet", "FeatureStore", "feature_key", "features_for"]
+
+
+def features_for(
+    model_name: str,
+    images,
+    fingerprint: str,
+    *,
+    store: FeatureStore | None = None,
+    device=None,
+    pretrained: bool = True,
+    publish: Callable[[Progress], None] | None = None,
+    check_stop: Callable[[], None] | None = None,
+) -> FeatureSet:
+    """The feature set of ``images`` (an ImageStore of the dataset with this ``fingerprint``)."""
+    from .extract import extract
+
+    store = store or FeatureStore()
+    key = feature_key(model_name, fingerprint, pretrained=pretrained)
+    found = store.get(key)
+    if found is not None and found.rows == len(images):
+        log.info("features: %s for %d images from the cache", model_name, found.rows)
+        return found
+    fs = extract(model_name, images, fingerprint, device=device, pretrained=pretrained, publish=publish,
+                 check_stop=check_stop)
+    store.put(fs)
+    return fs

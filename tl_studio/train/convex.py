@@ -1,0 +1,131 @@
+"""Heads fitted to convergence on frozen features, instead of trained for epochs.
+
+When nothing in the body trains and no augmentation passes through it, the
+head's inputs are fixed features and the head is a (nearly) convex problem:
+it is solved by full-batch L-BFGS, its L2 strength chosen by cross-validation
+on the training split (:mod:`tl_studio.probe`), the linear-probe protocol of
+CLIP-style evaluations. A few hundred SGD steps with label smoothing and
+dropout underfit the same features.
+
+When body layers do train, the head starts from such a fit on the pretrained
+features (linear probe, then fine-tune): a random head's large gradients
+would otherwise disturb the pretrained layers first.
+
+Both read the frozen network's pooled features from one pass over the data
+(:mod:`tl_studio.features`), reused from the evidence pass when it ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+
+from ..features import FeatureSet, FeatureStore, features_for
+from ..features.heads import head_on
+from ..probe import fit_head as probe_fit_head
+from ..probe import single_threaded
+from ..states import layer_states
+
+log = logging.getLogger(__name__)
+
+SOLVER = "lbfgs"
+
+
+def applies(plan, cfg) -> bool:
+    """Whether the run is a head on fixed features: nothing in the body ever trains, nothing random passes it."""
+    if cfg.head_solver != "auto" or cfg.augment != "none" or plan.unfreeze_all_at is not None:
+        return False
+    return not layer_states(plan).trainable_names
+
+
+def lp_init_applies(plan, cfg) -> bool:
+    """Whether to start a body-training run from a head fitted on the pretrained features."""
+    return cfg.head_solver == "auto" and bool(layer_states(plan).trainable_names)
+
+
+def feature_set(data, model_name: str, *, pretrained: bool, device, publish, check_stop) -> FeatureSet:
+    """The data's feature set: the one handed over (from the evidence pass), else from the store or one pass."""
+    fs = getattr(data, "features", None)
+    fingerprint = data.info.get("fingerprint", "")
+    if fs is not None and fs.model == model_name and fs.fingerprint == fingerprint and fs.rows == len(data.labels):
+        return fs
+    store = getattr(data, "feature_store", None) or FeatureStore()
+    return features_for(model_name, data.images, fingerprint, store=store, device=device, pretrained=pretrained,
+                        publish=publish, check_stop=check_stop)
+
+
+def head_layers(model) -> list[str]:
+    """The body layers whose pooled outputs the head reads, in the order it concatenates them."""
+    return [model.layer_names[i] for i in (model.taps or [len(model.layer_names) - 1])]
+
+
+def head_inputs(trainer) -> tuple[torch.Tensor, FeatureSet | None]:
+    """What the head reads for every image, (N, D) float32 on the CPU, and the feature set it came from.
+
+    With pretrained weights: from the one pass of the pretrained network (the
+    evidence pass's, the cache's, or a new one). With random weights (tests,
+    ``--random-weights``): from the trainer's own model, whose random body no
+    other pass shares.
+    """
+    model = trainer.model
+    if trainer.pretrained:
+        fs = feature_set(trainer.data, trainer.plan.model, pretrained=True, device=trainer.device,
+                         publish=trainer.metrics.publish, check_stop=trainer.check_stop)
+        return fs.x(head_layers(model)), fs
+    was = model.training
+    model.eval()
+    rows = torch.arange(len(trainer.data.labels))
+    out = []
+    with torch.no_grad():
+        for idx, raw in trainer.inputs.batches(rows, 64):
+            trainer.check_stop()
+            h, _ = model.prefix(trainer.inputs.tensor(idx, train=False, raw=raw), len(model.body))
+            out.append(h.float().cpu())
+    model.train(was)
+    return torch.cat(out), None
+
+
+def fit_head(trainer, x: torch.Tensor, fs: FeatureSet | None) -> dict:
+    """Fit the model's head on the training rows of ``x``; load it; return what the summary records."""
+    started = time.perf_counter()
+    model, data, seed = trainer.model, trainer.data, trainer.cfg.seed
+    layers = head_layers(model)
+    hidden, k = model.plan.head.hidden, model.plan.head.num_classes
+    if fs is not None:  # remembered: the evidence pass fitted this very head already
+        choice = head_on(fs, layers, list(data.train_idx), data.labels, k, hidden=hidden, seed=seed)
+    else:
+        rows = torch.as_tensor(list(data.train_idx))
+        with single_threaded():
+            choice = probe_fit_head(x[rows], torch.as_tensor(data.labels)[rows], k, hidden=hidden, seed=seed)
+    device = next(model.head.parameters()).device
+    model.head.load_state_dict({k: v.to(device) for k, v in choice.state_dict.items()})
+    return {"solver": SOLVER, "l2": choice.l2, "head_cv_accuracy": choice.cv_accuracy, "head_cv_se": choice.cv_se,
+            "head_reason": choice.reason, "head_seconds": round(time.perf_counter() - started, 3)}
+
+
+def fit_first(trainer) -> dict:
+    """Linear probe, then fine-tune: the head starts fitted to the pretrained features."""
+    info = fit_head(trainer, *head_inputs(trainer))
+    log.info("the head starts fitted to the frozen features (%s, l2 %.3g), then the body trains",
+             info["head_reason"], info["l2"])
+    return info
+
+
+@torch.no_grad()
+def score(model, x: torch.Tensor, rows: list[int], labels: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of the model's head on the head inputs ``x`` of ``rows``."""
+    if not rows:
+        return float("nan"), float("nan")
+    head = model.head
+    was = head.training
+    head.eval()
+    device = next(head.parameters()).device
+    idx = torch.as_tensor(rows)
+    x = x.index_select(0, idx).to(device)
+    y = torch.as_tensor(labels)[idx].to(device)
+    logits = head(x).float()
+    head.train(was)
+    return float(nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
