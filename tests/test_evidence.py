@@ -1,0 +1,136 @@
+"""The evidence pass and the heads fitted on it: training data only, one plan everywhere, a cache that misses
+when it must. Real images (glyphs rendered from matplotlib's fonts), the real embedded model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from bench import glyphs
+from tl_studio.cli.main import main as cli
+from tl_studio.data import ImageStore, load_dataset
+from tl_studio.features import FeatureStore, feature_key, features_for
+from tl_studio.features import store as store_module
+from tl_studio.registry import get_spec
+from tl_studio.runs import load_run
+from tl_studio.strategy import gather_evidence, recommend, recommend_for_data
+
+MODEL = "efficientnet_lite0"
+
+
+@pytest.fixture(scope="module")
+def glyph_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("glyphs")
+    glyphs.generate(root, glyphs.Spec(chars="aekmst", train=12, val=8, size=40, seed=3))
+    ds = load_dataset(root)
+    images = ImageStore(ds.paths, get_spec(MODEL).preprocess)
+    return root, ds, images
+
+
+@pytest.fixture(scope="module")
+def glyph_features(glyph_data, tmp_path_factory):
+    _, ds, images = glyph_data
+    return features_for(MODEL, images, ds.fingerprint, store=FeatureStore(tmp_path_factory.mktemp("fs")))
+
+
+def test_permuting_the_validation_labels_leaves_every_choice(glyph_data, glyph_features):
+    _, ds, _ = glyph_data
+    k = len(ds.classes)
+    labels = torch.tensor(ds.labels)
+    shuffled = labels.clone()
+    val = torch.tensor(ds.val_idx)
+    shuffled[val] = labels[val][torch.randperm(len(val), generator=torch.Generator().manual_seed(1))]
+    assert not torch.equal(shuffled, labels)
+    a = gather_evidence(glyph_features, labels, ds.train_idx, k)
+    b = gather_evidence(glyph_features, shuffled, ds.train_idx, k)
+    assert dataclasses.replace(a, seconds=0.0) == dataclasses.replace(b, seconds=0.0)
+    ipc = len(ds.train_idx) / k
+    plan_a = recommend(MODEL, ipc, a.similarity.similarity, k, device="cpu", evidence=a).plan
+    plan_b = recommend(MODEL, ipc, b.similarity.similarity, k, device="cpu", evidence=b).plan
+    assert plan_a == plan_b
+    # The curve is a curve: one point per candidate layer, with a standard error, and the choice within noise.
+    assert len(a.curve) >= 10 and all(0 <= p.accuracy <= 1 and p.se >= 0 for p in a.curve)
+    assert a.within_noise(a.cut) and a.selected_on == "train-cv"
+
+
+def test_the_cache_key_misses_on_other_weights_or_other_data(glyph_data, glyph_features, tmp_path):
+    _, ds, images = glyph_data
+    key = feature_key(MODEL, ds.fingerprint)
+    assert glyph_features.key == key
+    assert feature_key(MODEL, ds.fingerprint, pretrained=False) != key
+    assert feature_key(MODEL, "another-fingerprint") != key
+    assert feature_key("mobilenet_v3_small", ds.fingerprint) != key
+    store = FeatureStore(tmp_path / "cache")
+    assert store.get(key) is None
+    assert store.put(glyph_features) == store.path(key)
+    store_module._memory.clear()  # from disk, not memory
+    again = store.get(key)
+    assert again is not None and again is not glyph_features
+    assert torch.equal(again.x(list(again.layers)), glyph_features.x(list(glyph_features.layers)))
+    assert again.bn_kl == pytest.approx(glyph_features.bn_kl)
+    assert store.get(feature_key(MODEL, ds.fingerprint, pretrained=False)) is None
+    # A file that does not read back is removed and misses; listing and clearing see the entry.
+    assert [e["model"] for e in store.entries()] == [MODEL]
+    store.path(key).write_bytes(b"not a safetensors file")
+    store_module._memory.clear()
+    assert store.get(key) is None and not store.path(key).exists()
+    store.put(glyph_features)
+    assert store.clear()[0] == 1 and store.entries() == []
+
+
+def test_recommend_train_and_the_ui_give_the_same_plan(glyph_data, tmp_path, capsys, monkeypatch):
+    root, ds, images = glyph_data
+    monkeypatch.setenv("TL_STUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    assert cli(["recommend", "--data", str(root), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["basis"] == "evidence" and printed["evidence"]["selected_on"] == "train-cv"
+    run = tmp_path / "run"
+    assert cli(["train", str(root), "--out", str(run)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    config = json.loads((run / "config.json").read_text())
+    assert config["plan"] == printed["plan"]
+    # What the UI's strategy tab shows and applies comes from the same function.
+    ui = recommend_for_data(MODEL, ds, images=images)
+    assert ui.recommendation.plan.to_dict() == printed["plan"]
+    # The default plan on frozen features is a fitted head, chosen on training folds, reported on validation.
+    assert summary["solver"] == "lbfgs" and summary["selected_on"] == "train-cv"
+    assert summary["l2"] > 0 and 0.0 <= summary["val_accuracy"] <= 1.0
+    assert load_run(run).plan.to_dict() == printed["plan"]
+
+
+def test_a_fitted_head_matches_scikit_learn_on_the_same_features(glyph_data, glyph_features):
+    """The trainer's convex head and a scikit-learn logistic regression at the same strength agree."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tl_studio.probe import fit_logistic
+
+    _, ds, _ = glyph_data
+    train = torch.tensor(ds.train_idx)
+    x = glyph_features.x("blocks.13", train).double()
+    y = torch.tensor(ds.labels)[train]
+    l2 = 1e-2
+    ours = fit_logistic(x, y, len(ds.classes), l2)
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-12)
+    z = ((x - mean) / std).numpy()
+    ref = LogisticRegression(C=1 / (l2 * len(y)), tol=1e-10, max_iter=10000).fit(z, y.numpy())
+    assert float((ours.predict_proba(x) - torch.tensor(ref.predict_proba(z))).abs().max()) < 0.01
+
+
+def test_a_body_training_plan_starts_from_a_fitted_head(tmp_path):
+    from tl_studio.plan import Plan
+    from tl_studio.surgery import body_layer_names
+    from tl_studio.train import TrainConfig, Trainer
+
+    from .trainkit import demo_data
+
+    names = body_layer_names("mobilenet_v3_small")
+    plan = Plan.freeze_upto("mobilenet_v3_small", 4, names, names[8])
+    data = demo_data(6, 3)
+    trainer = Trainer(plan, TrainConfig(device="cpu", epochs=1, batch_size=8), data, run_dir=tmp_path / "r",
+                      pretrained=False)
+    result = trainer.fit()
+    assert result.summary["head_init"] == "fitted" and result.summary["solver"] == "adamw"
+    assert result.summary["selected_on"] == "validation" and result.summary["l2"] > 0
