@@ -60,10 +60,15 @@ def _env() -> dict[str, str]:
 
 
 def _run(args: list[str], log_file: Path) -> float:
-    """Run ``python ARGS`` to completion; returns its wall seconds. Output goes to ``log_file``."""
+    """Run ``python ARGS`` to completion; returns its wall seconds. Output goes to ``log_file``.
+
+    Each side gets a fresh, empty feature cache folder: no side reuses another's frozen pass.
+    """
+    env = _env()
+    env["TL_STUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix="cache-", dir=log_file.parent)
     t = time.perf_counter()
     with open(log_file, "w", encoding="utf-8") as fh:
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=_env(), stdout=fh, stderr=subprocess.STDOUT,
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
                               timeout=SIDE_TIMEOUT_S, check=False)
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
@@ -97,11 +102,19 @@ def _plan_summary(run_dir: Path) -> str:
     parts = [f"cut after {plan['cut_after']}" if plan.get("cut_after") else "no cut",
              f"taps {'/'.join(plan['taps'])}" if plan.get("taps") else "",
              f"body {plan.get('default', '?')}" + (f" except {len(trained)} trained" if trained else ""),
+             f"solver {summary_solver(run_dir)}",
              f"head hidden {(plan.get('head') or {}).get('hidden')}",
              f"{train.get('epochs')} epochs, lr {train.get('lr')}, augment {train.get('augment')}"]
     if plan.get("unfreeze_all_at") is not None:
         parts.append(f"all unfrozen at epoch {plan['unfreeze_all_at']}")
     return "; ".join(p for p in parts if p)
+
+
+def summary_solver(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("solver"))
+    except (OSError, ValueError):
+        return "?"
 
 
 def train_side(data: Path, run_dir: Path, extra: list[str]) -> dict:
@@ -206,6 +219,11 @@ def rows_for(benchmark: str, results: list[dict], letters: str) -> list[Row]:
         return [Row(f"11{letters[0]}", f"default - linear probe (points), {what}", None, "points", "> 0", False,
                     f"FAILED: {msg}"[:300])]
     gain = _mean(100 * (r["default"]["accuracy"] - r["probe"]["baseline"]["accuracy"]) for r in rs)
+    worst = min(100 * (r["default"]["accuracy"] - r["probe"]["baseline"]["accuracy"]) for r in rs)
+    # Issue 13: unlike ImageNet (a middle layer probes 3+ points above the final one) the default must be
+    # 2 points above the probe; like ImageNet, never more than 1 point below. Judged on every seed.
+    floor = 2.0 if benchmark == "glyphs" else -1.0
+    ratio = _mean(r["default"]["seconds"] / r["head"]["seconds"] for r in rs)
     gain_best = _mean(100 * (r["default"]["accuracy"] - r["probe"]["best_layer"]["accuracy"]) for r in rs)
     t_def = _mean(r["default"]["seconds"] for r in rs)
     t_base = _mean(r["probe"]["baseline"]["seconds"] for r in rs)
@@ -220,8 +238,9 @@ def rows_for(benchmark: str, results: list[dict], letters: str) -> list[Row]:
              "tl_studio/train (the head's regularisation, the schedule).")
     baseline_layer = rs[0]["probe"]["baseline"]["layer"]
     return [
-        Row(f"11{letters[0]}", f"default - linear probe (points), {what}", gain, "points", "> 0", gain > 0,
-            f"{seeds}; {size}; default {_per_seed(rs, _acc('default'))}; probe on {baseline_layer} "
+        Row(f"11{letters[0]}", f"default - linear probe (points), {what}", gain, "points",
+            f">= {floor:+.0f} every seed", worst >= floor,
+            f"{seeds}; worst seed {worst:+.1f}; {size}; default {_per_seed(rs, _acc('default'))}; probe on {baseline_layer} "
             f"{_per_seed(rs, _acc('probe', 'baseline', layer=False))}; --plan head "
             f"{_per_seed(rs, _acc('head'))}; default's plan: {rs[0]['default']['plan']}",
             limit=limit, lever=lever),
@@ -230,8 +249,9 @@ def rows_for(benchmark: str, results: list[dict], letters: str) -> list[Row]:
             f"best layer (by val) {_per_seed(rs, _acc('probe', 'best_layer'))}; "
             f"layer the train CV picks {_per_seed(rs, _acc('probe', 'cv_layer'))}",
             limit=limit, lever=lever),
-        Row(f"11{letters[2]}", f"time to the model, default, {what}", t_def, "s", "-", None,
-            f"wall s, a fresh interpreter each: default {_per_seed(rs, _secs('default', 'seconds'))}; "
+        Row(f"11{letters[2]}", f"time to the model, default / --plan head, {what}", ratio, "x", "<= 1.5",
+            ratio <= 1.5 if "body frozen" in rs[0]["default"]["plan"] else None,
+            f"wall s, a fresh interpreter and an empty feature cache each: default {_per_seed(rs, _secs('default', 'seconds'))}; "
             f"--plan head {_per_seed(rs, _secs('head', 'seconds'))}; "
             f"linear probe {_per_seed(rs, _secs('probe', 'baseline', 'seconds'))}; "
             f"all-layer probe {_per_seed(rs, _secs('probe', 'seconds'))} "

@@ -19,6 +19,7 @@ DECODING = "decoding"  # images decoded to the model's input size (done/total: i
 EXTRACTING = "extracting"  # the frozen-feature cache being built (images)
 EPOCH = "epoch"  # done: epochs completed, total: epochs planned
 STEP = "step"  # training steps of the current epoch
+PREDICTING = "predicting"  # images through a trained model (an evaluation)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .. import runs
 from ..data import Dataset, DatasetError, ImageStore, load_dataset
 from ..data.summary import skipped_frame
 from ..predict import run_predictor
+from ..progress import PREDICTING, Meter
 from . import metrics
 
 log = logging.getLogger(__name__)
@@ -192,8 +193,13 @@ def evaluate_run(
     device: str = "cpu",
     batch_size: int = 64,
     bins: int = 10,
+    publish=None,
+    check_stop=None,
 ) -> Evaluation:
     """Predict every image of the run's validation files (or of ``data``) and measure.
+
+    ``publish`` hears "predicting" :class:`~tl_studio.progress.Progress` events; ``check_stop()``
+    runs before every batch and may raise to stop.
 
     Raises :class:`tl_studio.train.runs.RunError` for a broken run directory
     and :class:`EvaluationError` when the images cannot be used.
@@ -223,8 +229,15 @@ def evaluate_run(
 
     store = ImageStore([it.path for it in items], predictor.preprocess)
     probs = np.zeros((len(items), len(classes)), dtype=np.float64)
+    meter = Meter(PREDICTING, len(items), "images", publish) if publish is not None else None
+    done = 0
     for batch, idx in store.batches(range(len(items)), batch_size, shuffle=False):
+        if check_stop is not None:
+            check_stop()
         probs[idx.numpy()] = predictor.probabilities(batch).to(torch.float64).numpy()
+        done += len(idx)
+        if meter is not None:
+            meter.update(done)
     # A file that fails to decode now (changed since import) is left out, not predicted blank.
     bad = set(store.errors)
     skipped += [(items[i].rel, reason) for i, reason in sorted(store.errors.items())]

@@ -23,8 +23,22 @@ log = logging.getLogger(__name__)
 LIGHT = "light"
 
 
+class Failure:
+    """What a job ended with when the user's input was the problem: one message, no traceback."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
 def queue_key(ws) -> str:
     return f"{LIGHT}:{ws.id}"
+
+
+def result(job: train.Job | None):
+    """The job's result when it finished with one (not stopped, failed, or refused with a message)."""
+    if job is None or not job.done or isinstance(job.result, Failure):
+        return None
+    return job.result
 
 
 def current(ws, kind: str) -> train.Job | None:
@@ -39,7 +53,7 @@ def current(ws, kind: str) -> train.Job | None:
 
 def start(ws, kind: str, work: Callable[[Callable[[Progress], None], Callable[[], None]], object]) -> train.Job:
     """Start ``work(publish, check_stop)`` as this workspace's ``kind`` job; refuse a second one at once."""
-    from .context import fail
+    from .context import UserError, fail
 
     running = current(ws, kind)
     if running is not None and not running.done:
@@ -55,6 +69,9 @@ def start(ws, kind: str, work: Callable[[Callable[[Progress], None], Callable[[]
         except Stopped:
             log.info("%s stopped", kind)
             return None
+        except UserError as exc:
+            log.info("%s: %s", kind, exc)
+            return Failure(str(exc))
 
     job = train.Job(run, queue_key(ws), label=kind)
     train.REGISTRY.submit(job)
@@ -78,6 +95,24 @@ def status_text(job: train.Job | None, kind: str) -> str:
         return f"**{kind.capitalize()}: {word}** · {event.phase} {event.done}/{event.total} {event.unit}{rate}{eta}"
     if job.status == train.FAILED:
         return f"**{kind.capitalize()} failed:** {job.error}"
+    if isinstance(job.result, Failure):
+        return f"**{kind.capitalize()}:** {job.result.message}"
     if job.status == train.STOPPED or job.result is None:
         return f"**{kind.capitalize()} stopped**: nothing changed."
     return ""
+
+
+def run_for_caller(ws, kind: str, work, render: Callable[[object], tuple], outputs: int):
+    """Start ``work`` as a job. An API client waits for it and gets ``render(result)``, what the endpoint
+    returned before it was a job; the page gets its outputs unchanged at once, and a timer renders later."""
+    import gradio as gr
+
+    from .context import fail, from_api_client
+
+    job = start(ws, kind, work)
+    if from_api_client():
+        job.wait()
+        if job.result is None or isinstance(job.result, Failure):
+            raise fail(status_text(job, kind).replace("**", "") or f"the {kind} did not finish")
+        return render(job.result)
+    return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))

@@ -32,7 +32,7 @@ def fail(message: str) -> UserError:
     return UserError(message)
 
 
-def _from_api_client() -> bool:
+def from_api_client() -> bool:
     """Whether the running event was called by gradio_client (it marks its requests)."""
     try:
         from gradio.context import LocalContext
@@ -62,7 +62,7 @@ def guarded(fn: Callable, outputs: int) -> Callable:
         except UserError as exc:
             message = str(exc)
             log.info("user error in %s: %s", fn.__name__, message)
-            if _from_api_client():
+            if from_api_client():
                 raise gr.Error(message, duration=None, print_exception=False) from None
             gr.Warning(message, duration=12)
             return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))

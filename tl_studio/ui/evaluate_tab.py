@@ -9,10 +9,13 @@ import gradio as gr
 
 from ..evaluate import EvaluationError, compare_runs_figure, confusion_cell, delete_run, evaluate_run, runs_table
 from ..runs import RunError
+from . import background
 from .context import AppContext, fail, guarded
 from .predict_tab import FINISHED, remember_run, run_choices, run_dropdown, run_entries
 
 log = logging.getLogger(__name__)
+
+KIND = "evaluation"
 
 
 def _metrics_text(ev) -> str:
@@ -46,8 +49,11 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
         c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-eval-run")
-        c.go = gr.Button("Evaluate on its validation set", variant="primary", scale=2)
-    c.metrics = gr.Markdown("")
+        c.go = gr.Button("Evaluate on its validation set", variant="primary", scale=2, elem_id="tl-evaluate")
+        c.stop_btn = gr.Button("Stop", variant="stop", scale=1, size="sm")
+    c.status = gr.Markdown("", elem_id="tl-eval-status")
+    c.timer = gr.Timer(1.0, active=False)
+    c.metrics = gr.Markdown("", elem_id="tl-eval-metrics")
     with gr.Row():
         with gr.Column():
             c.normalized = gr.Checkbox(label="Normalise rows (recall per class)", value=False)
@@ -73,17 +79,27 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         c.delete_run = gr.Dropdown(label="Delete a run", choices=[], allow_custom_value=True, scale=3)
         c.delete_btn = gr.Button("Delete", variant="stop", scale=1)
 
-    def evaluate(ws_id, name, normalized, progress=gr.Progress()):
+    def evaluate(ws_id, name, normalized):
+        """Evaluate a run as a stoppable job: the page follows it with a timer; an API client waits."""
         ws = ctx.ws(ws_id)
         if not name:
             raise fail("Run: train a model first (tab 4), or choose a run")
         try:
             path = ws.run_path(name)
-            progress(0.2, desc="predicting the validation images")
-            ev = evaluate_run(path)
-        except (ValueError, RunError, EvaluationError) as exc:
+        except ValueError as exc:
             raise fail(str(exc)) from None
-        ws.cache["evaluation"] = ev
+
+        def work(publish, check_stop):
+            try:
+                ev = evaluate_run(path, publish=publish, check_stop=check_stop)
+            except (RunError, EvaluationError) as exc:
+                raise fail(str(exc)) from None
+            ws.cache["evaluation"], ws.cache["evaluated"] = ev, name
+            return ev
+
+        return background.run_for_caller(ws, KIND, work, lambda ev: render(ws, ev, name, normalized), len(outputs))
+
+    def render(ws, ev, name, normalized):
         figs = ev.figures()
         mistakes = [(str(r.path), f"{r.true} → {r.predicted} ({r.probability:.0%})") for r in ev.mistakes(12).itertuples()]
         classes = list(ev.confusion.index)
@@ -166,7 +182,34 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     c.select_outputs = [c.run, c.history, c.compare_runs, c.delete_run]
     outputs = [c.metrics, c.confusion, c.confusion_table, c.per_class, c.reliability, c.mistakes, c.true_cls,
                c.pred_cls]
-    c.go.click(guarded(evaluate, len(outputs)), [ws_state, c.run, c.normalized], outputs, api_name="evaluate")
+
+    def followed(ws_id):
+        job = background.current(ctx.ws(ws_id), KIND)
+        return background.status_text(job, KIND), gr.Timer(active=job is not None and not job.done)
+
+    def tick(ws_id, normalized):
+        ws = ctx.ws(ws_id)
+        job = background.current(ws, KIND)
+        if job is None or not job.done:
+            return (background.status_text(job, KIND), gr.Timer(active=job is not None),
+                    *(gr.skip() for _ in outputs))
+        ev = background.result(job)
+        if ev is None:  # stopped, failed or refused: say so, keep what was shown
+            return (background.status_text(job, KIND), gr.Timer(active=False), *(gr.skip() for _ in outputs))
+        return "", gr.Timer(active=False), *render(ws, ev, ws.cache.get("evaluated", ""), normalized)
+
+    def stop(ws_id):
+        job = background.current(ctx.ws(ws_id), KIND)
+        if job is None or job.done:
+            raise fail("There is no evaluation running in this workspace to stop")
+        job.stop()
+        return background.status_text(job, KIND)
+
+    c.go.click(guarded(evaluate, len(outputs)), [ws_state, c.run, c.normalized], outputs, api_name="evaluate") \
+        .then(followed, [ws_state], [c.status, c.timer], api_visibility="private")
+    c.timer.tick(guarded(tick, 2 + len(outputs)), [ws_state, c.normalized], [c.status, c.timer, *outputs],
+                 api_visibility="private", show_progress="hidden", concurrency_limit=None)
+    c.stop_btn.click(guarded(stop, 1), [ws_state], [c.status], api_visibility="private")
     c.normalized.input(guarded(toggle, 1), [ws_state, c.normalized], c.confusion, api_visibility="private")
     c.cell_btn.click(guarded(cell, 1), [ws_state, c.true_cls, c.pred_cls], c.cell, api_name="confusion_cell")
     c.confusion_table.select(guarded(cell_clicked, 3), [ws_state], [c.true_cls, c.pred_cls, c.cell],

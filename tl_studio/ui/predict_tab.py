@@ -13,10 +13,13 @@ from ..data import ImageRejected
 from ..export import ExportError, export_run
 from ..predict import base_predictor, run_predictor
 from ..runs import RunError
+from . import background
 from . import session as S
 from .context import AppContext, fail, guarded
 
 log = logging.getLogger(__name__)
+
+EXPORT = "export"
 
 
 FINISHED = "finished"
@@ -181,27 +184,61 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
         c.pt2 = gr.Button("pt2 (torch.export)", elem_id="tl-export-pt2")
         c.metrics = gr.Button("Metrics CSV")
         c.card = gr.Button("Model card")
+    with gr.Row():
+        c.status = gr.Markdown("", elem_id="tl-export-status")
+        c.stop_btn = gr.Button("Stop", variant="stop", size="sm", scale=0)
+    c.timer = gr.Timer(1.0, active=False)
     c.files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="tl-export-files")
 
     def export(fmt):
-        def run(ws_id, name, progress=gr.Progress()):
+        def run(ws_id, name):
+            """Export as a stoppable job (ONNX takes a while): the page follows it; an API client waits."""
             ws, path = _run(ctx, ws_id, name)
-            progress(0.2, desc=f"exporting {fmt}")
-            try:
-                if fmt in ("safetensors", "onnx", "pt2"):
-                    out = export_run(path, fmt)
-                    return [str(out), str(out.with_suffix(out.suffix + ".json"))]
-                files = _evaluation_files(path)
-                wanted = [p for k, p in files.items() if (fmt == "card") == (k == "model_card")]
-                return [str(p) for p in wanted]
-            except (RunError, ExportError) as exc:
-                raise fail(str(exc)) from None
 
+            def work(publish, check_stop):
+                try:
+                    if fmt in ("safetensors", "onnx", "pt2"):
+                        out = export_run(path, fmt)
+                        files = [str(out), str(out.with_suffix(out.suffix + ".json"))]
+                    else:
+                        found = _evaluation_files(path)
+                        files = [str(p) for k, p in found.items() if (fmt == "card") == (k == "model_card")]
+                except (RunError, ExportError) as exc:
+                    raise fail(str(exc)) from None
+                check_stop()  # stopped meanwhile: the files are written, but not offered
+                return files
+
+            return background.run_for_caller(ws, EXPORT, work, lambda files: files, 1)
+
+        run.__name__ = f"export_{fmt}"
         return run
+
+    def followed(ws_id):
+        job = background.current(ctx.ws(ws_id), EXPORT)
+        return background.status_text(job, EXPORT), gr.Timer(active=job is not None and not job.done)
+
+    def tick(ws_id):
+        job = background.current(ctx.ws(ws_id), EXPORT)
+        if job is None or not job.done:
+            return background.status_text(job, EXPORT), gr.Timer(active=job is not None), gr.skip()
+        files = background.result(job)
+        return (background.status_text(job, EXPORT), gr.Timer(active=False),
+                files if files is not None else gr.skip())
+
+    def stop(ws_id):
+        job = background.current(ctx.ws(ws_id), EXPORT)
+        if job is None or job.done:
+            raise fail("There is no export running in this workspace to stop")
+        job.stop()
+        return background.status_text(job, EXPORT)
 
     for btn, fmt in ((c.safetensors, "safetensors"), (c.onnx, "onnx"), (c.pt2, "pt2"), (c.metrics, "metrics"),
                      (c.card, "card")):
-        btn.click(guarded(export(fmt), 1), [ws_state, c.run], c.files, api_name=f"export_{fmt}")
+        btn.click(guarded(export(fmt), 1), [ws_state, c.run], c.files, api_name=f"export_{fmt}") \
+            .then(followed, [ws_state], [c.status, c.timer], api_visibility="private")
+    c.timer.tick(guarded(tick, 3), [ws_state], [c.status, c.timer, c.files], api_visibility="private",
+                 show_progress="hidden", concurrency_limit=None)
+    c.stop_btn.click(guarded(stop, 1), [ws_state], [c.status], api_visibility="private")
     c.refresh.click(lambda ws_id, cur: run_dropdown(ctx.ws(ws_id), cur), [ws_state, c.run], c.run,
                     api_visibility="private")
     c.run.input(remember_run(ctx), [ws_state, c.run], None, api_visibility="private")

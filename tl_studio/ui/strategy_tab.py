@@ -99,8 +99,12 @@ def start_measuring(ws):
 
     def work(publish, check_stop):
         images = decoded(ws, model, dataset, publish=publish).images
-        measured = recommend_for_data(model, dataset, images=images, store=feature_store(ws),
-                                      second_stage=s.strategy.second_stage, publish=publish, check_stop=check_stop)
+        try:
+            measured = recommend_for_data(model, dataset, images=images, store=feature_store(ws),
+                                          second_stage=s.strategy.second_stage, publish=publish,
+                                          check_stop=check_stop)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
         with ws.lock:
             ws.session = S.with_evidence(ws.session, measured.evidence)
         return measured
@@ -172,9 +176,10 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
         ws = ctx.ws(ws_id)
         job = start_measuring(ws)
         job.wait()
-        if job.status == "failed" or job.result is None:
+        measured = background.result(job)
+        if measured is None:
             raise fail(background.status_text(job, KIND).replace("**", ""))
-        return job.result.recommendation.to_dict()
+        return measured.recommendation.to_dict()
 
     slider_inputs = [ws_state, c.ipc, c.sim, c.second_stage]
     for comp in (c.ipc, c.sim):

@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from .. import devices, train
+from ..progress import DECODING, EPOCH, EXTRACTING, STEP
 from ..plan import PlanError
 from ..states import validate
 from . import session as S
@@ -34,25 +35,46 @@ def _fmt_eta(seconds: float) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def phase_text(metrics) -> str:
+    """Where a running job is, from its latest progress event: decoding, extracting, epoch k of n, step i of m."""
+    event = metrics.progress_event()
+    if event is None:
+        return "starting (building the model)"
+    rate = f" · {event.rate:.0f} {event.unit}/s" if event.rate else ""
+    if event.phase in (DECODING, EXTRACTING):
+        if event.phase == EXTRACTING and event.done >= event.total:
+            return "fitting the head on the frozen features"
+        eta = f" · ETA {_fmt_eta(event.eta)} for this step" if event.eta is not None else ""
+        return f"{event.phase} images {event.done}/{event.total}{rate}{eta}"
+    epoch = metrics.progress_event(EPOCH)
+    if event.phase == STEP and epoch is not None:
+        k, n = epoch.done + 1, epoch.total  # the epoch meter counts completed epochs
+        eta = ""
+        if event.rate:
+            # This epoch's remaining steps, then the remaining epochs at the same rate.
+            eta = f" · ETA {_fmt_eta((event.total - event.done + (n - k) * event.total) / event.rate)}"
+        return f"epoch {min(k, n)}/{n} · step {event.done}/{event.total}{rate}{eta}"
+    return f"{event.phase} {event.done}/{event.total} {event.unit}{rate}"
+
+
 def status_line(job: train.Job | None) -> str:
     if job is None:
         return "No training yet."
     s = job.snapshot()
-    p = s["progress"]
     run = f" · run `{job.run_dir.name}`" if job.run_dir else ""
     if s["status"] == train.QUEUED:
         return f"**Queued** · position {s['queue_position']} in the {s['device']} queue (one job per device){run}"
     if s["status"] in (train.RUNNING, train.STOPPING):
-        if not p:
-            return f"**Starting** (decoding images, building the model){run}"
         word = "Stopping" if s["status"] == train.STOPPING else "Running"
-        return (
-            f"**{word}** · epoch {p['epoch']}/{p['epochs']} · step {p['step']}/{p['steps_per_epoch']} · "
-            f"{p['images_per_second']:.0f} img/s · ETA {_fmt_eta(p['eta_seconds'])}{run}"
-        )
+        return f"**{word}** · {phase_text(job.metrics)}{run}"
     if s["status"] == train.FAILED:
         return f"**Failed:** {s['error']}{run}"
     r = job.result
+    if r.summary.get("selected_on") == "train-cv" and r.validated:
+        word = "Finished" if s["status"] == train.FINISHED else "Stopped"
+        return (f"**{word}** · the head was fitted to convergence on the frozen features in {r.train_seconds:.1f}s "
+                f"(L2 {r.summary.get('l2'):.3g} by cross-validation on the training images) · val accuracy "
+                f"{r.best_val_accuracy:.3f}{run}")
     best = "not validated" if not r.validated else f"best val accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})"
     word = "Finished" if s["status"] == train.FINISHED else "Stopped"
     return f"**{word}** · {r.epochs_run} epoch(s) in {r.train_seconds:.1f}s · {best} · {r.images_per_second:.0f} img/s{run}"
