@@ -136,9 +136,9 @@ def _run_with(tmp_path, name, summary):
         ({"status": "finished"}, "finished"),
         ({"status": "stopped"}, "stopped"),
         ({"status": "failed", "error": "NonFiniteLoss: ..."}, "failed"),
-        (None, "incomplete"),  # crashed, killed, or another process is writing it
-        ("{half", "incomplete"),
-        ({"status": "something else"}, "incomplete"),
+        (None, "crashed"),  # no summary and nobody writing it: its writer was killed
+        ("{half", "crashed"),
+        ({"status": "something else"}, "crashed"),
     ],
 )
 def test_status_reads_the_summary(tmp_path, summary, expected):

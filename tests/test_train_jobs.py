@@ -71,8 +71,8 @@ def test_stop_takes_effect_within_one_batch_and_hands_over_the_model(tmp_path):
     assert job.result.status == "stopped"
     assert job.result.validated is False  # stopped inside epoch 1, before any validation
     state, meta = load_weights(tmp_path / "run" / WEIGHTS)
-    assert meta["validated"] == "false"
-    assert set(state) == set(job.result.state)
+    assert meta["validated"] == "false" and state
+    assert job.result.state is None  # handed over on disk; the job keeps no copy
 
 
 def test_stop_from_another_thread(tmp_path):
@@ -112,9 +112,16 @@ def test_a_crash_in_the_thread_fails_the_job_not_the_process():
 
 def test_nan_loss_stops_the_job_and_names_the_step(tmp_path):
     registry = JobRegistry()
-    # An absurd learning rate makes the weights overflow after the first step.
-    cfg = _cfg(optimizer="sgd", lr=1e30, momentum=0.0, warmup_epochs=0, schedule="constant", label_smoothing=0.0)
-    job = _start(registry, cfg, run_dir=tmp_path / "run")
+
+    def overflow(trainer, event, info):
+        # What a learning rate far too high does after a step (the largest one a
+        # config accepts, 10, needs many steps for it): trained weights overflow.
+        if event == "batch" and info["step"] == 1:
+            with torch.no_grad():
+                next(p for p in trainer.model.parameters() if p.requires_grad).fill_(float("inf"))
+
+    cfg = _cfg(optimizer="sgd", momentum=0.0, warmup_epochs=0, schedule="constant", label_smoothing=0.0)
+    job = _start(registry, cfg, [overflow], run_dir=tmp_path / "run")
     assert job.wait(120)
     assert job.status == FAILED
     assert "NonFiniteLoss" in job.error and "at step" in job.error
@@ -180,7 +187,7 @@ def test_two_jobs_queue_behind_one_device_slot(tmp_path):
     assert [status(tmp_path / r) for r in "abc"] == ["running"] * 3
     c.stop()  # leaves the queue at once, without running
     assert c.status == STOPPED and c.wait(1)
-    assert status(tmp_path / "c") == "incomplete"  # let go at once; it never wrote a summary
+    assert status(tmp_path / "c") == "empty" and not (tmp_path / "c").exists()  # let go at once, nothing left
     assert b.queue_position() == 1
     release.set()
     assert a.wait(120) and b.wait(120)

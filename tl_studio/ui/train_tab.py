@@ -18,7 +18,7 @@ from .. import devices, train
 from ..plan import PlanError
 from ..states import validate
 from . import session as S
-from .context import AppContext, fail, guarded
+from .context import AppContext, fail, guarded, redact, redact_all
 from .stores import decoded
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def status_line(job: train.Job | None) -> str:
             f"{p['images_per_second']:.0f} img/s · ETA {_fmt_eta(p['eta_seconds'])}{run}"
         )
     if s["status"] == train.FAILED:
-        return f"**Failed:** {s['error']}{run}"
+        return f"**Failed:** {redact(s['error'])}{run}"
     r = job.result
     best = "not validated" if not r.validated else f"best val accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})"
     word = "Finished" if s["status"] == train.FINISHED else "Stopped"
@@ -92,6 +92,15 @@ def curves(job: train.Job | None) -> tuple[pd.DataFrame | None, pd.DataFrame | N
 # arrived (Gradio 6.31).
 LOSS_COLOURS = {"train loss (per step)": "#5b8def", "validation loss": "#f28e2b"}
 ACC_COLOURS = {"train": "#5b8def", "validation": "#f28e2b"}
+
+
+def public_snapshot(job: train.Job) -> dict:
+    """What an API client holding the job id sees: the run's name, never a server path
+    (a workspace's path holds its id, and the id grants its files)."""
+    snap = job.snapshot()
+    snap.pop("run_dir", None)
+    snap["run"] = job.run_dir.name if job.run_dir else None
+    return redact_all(snap)
 
 
 def current_job(ws) -> train.Job | None:
@@ -163,7 +172,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
                                       value=d.label_smoothing)
         c.weight_decay = gr.Number(label="Weight decay", value=d.weight_decay, minimum=0, maximum=1)
         c.early = gr.Number(label="Early stopping patience (0 = off)", value=d.early_stopping, precision=0, minimum=0)
-        c.seed = gr.Number(label="Seed", value=d.seed, precision=0)
+        c.seed = gr.Number(label="Seed", value=d.seed, precision=0, minimum=0)
         c.device = gr.Dropdown(label="Device", choices=devices.choices(), value=d.device)
     with gr.Row():
         c.start_btn = gr.Button("Start training", variant="primary", elem_id="tl-start")
@@ -223,9 +232,10 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
             job = train.REGISTRY.get(job_id)
         except (train.JobNotFound, TypeError) as exc:
             raise fail(str(exc.args[0])) from None
-        snap = job.snapshot()
+        snap = public_snapshot(job)
         snap["epochs"] = job.metrics.snapshot()["epochs"].to_dict(orient="records")
-        snap["summary"] = job.result.summary if job.result is not None else None
+        summary = getattr(job.result, "summary", None)
+        snap["summary"] = redact_all(summary) if summary is not None else None
         return snap
 
     def stop_job(job_id: str) -> dict:
@@ -235,7 +245,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
         except (train.JobNotFound, TypeError) as exc:
             raise fail(str(exc.args[0])) from None
         job.stop()
-        return job.snapshot()
+        return public_snapshot(job)
 
     gr.api(guarded(poll_job, 1), api_name="poll_job", concurrency_limit=None)
     gr.api(guarded(stop_job, 1), api_name="stop_job", concurrency_limit=None)
