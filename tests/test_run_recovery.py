@@ -20,6 +20,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from tl_studio import runs
 from tl_studio.runs.lock import RunLock, read_lock
@@ -194,3 +195,30 @@ def test_a_write_that_fails_names_the_file_in_one_line_and_the_run_says_failed(t
     summary = json.loads((out / runs.SUMMARY).read_text())
     assert summary["status"] == "failed" and runs.WEIGHTS in summary["error"]
     assert runs.status(out) == "failed" and _temp_files(out) == [] and read_lock(out) is None
+
+
+def test_resume_without_last_pt_starts_over_from_the_saved_weights(tiny, tmp_path, capsys, caplog):
+    from tl_studio.data import load_dataset
+    from tl_studio.train import TrainConfig, Trainer, data_from_dataset
+
+    out = tmp_path / "no-last"
+    code, _, stderr = _main(capsys, tiny, out)
+    assert code == 0, stderr
+    (out / runs.LAST).unlink()  # as a kill between the first checkpoint's weights and its last.pt leaves it
+    saved, _ = runs.load_weights(out / runs.WEIGHTS)
+    info = runs.load_run(out)
+    seen = {}
+
+    def first_batch(trainer, event, _info):
+        if event == "batch" and not seen:
+            seen.update({k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()})
+
+    data = data_from_dataset(load_dataset(tiny, seed=info.config["seed"]), info.plan.model)
+    trainer = Trainer(info.plan, TrainConfig.from_dict(info.config["train"]), data, run_dir=out, resume=True,
+                      callbacks=[first_batch])
+    with caplog.at_level(logging.INFO):
+        result = trainer.fit()
+    assert "no last.pt to resume from; starting over from model.safetensors" in caplog.text
+    assert result.status == "finished" and result.epochs_run == int(EPOCHS)
+    for name, tensor in saved.items():  # it started from the saved weights, not from the pretrained ones
+        torch.testing.assert_close(seen[name], tensor)

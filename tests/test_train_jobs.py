@@ -17,6 +17,8 @@ from tl_studio.train import (
     QUEUED,
     RUNNING,
     STOPPED,
+    ConfigError,
+    Job,
     JobNotFound,
     JobRegistry,
     TrainConfig,
@@ -221,3 +223,44 @@ def test_a_data_factory_runs_in_the_job_and_may_publish_its_progress():
     assert with_publisher.status == without.status == FINISHED
     assert with_publisher.metrics.progress_event("decoding").done == 24
     assert without.metrics.progress_event("decoding") is None
+
+
+def test_done_jobs_let_go_and_the_registry_forgets_the_oldest(tmp_path):
+    registry = JobRegistry(keep_done=2)
+    kept = _start(registry, _cfg(epochs=1))  # no run folder: its weights exist only here
+    on_disk = _start(registry, _cfg(epochs=1), run_dir=tmp_path / "run")
+    assert kept.wait(120) and on_disk.wait(120)
+    assert kept.status == on_disk.status == FINISHED
+    assert kept.result.state and on_disk.result.state is None  # on disk: dropped
+    assert kept.work is None and on_disk.work is None  # and with it the data they trained on
+    assert on_disk.result.summary["status"] == "finished" and len(on_disk.metrics.snapshot()["epochs"]) == 1
+    kept.release()
+    assert kept.result.state is None
+    later = [Job(lambda job: None, device_key="test-history") for _ in range(2)]
+    for job in later:
+        registry.submit(job)
+        assert job.wait(30)
+    assert len(registry) == 2 and all(registry.get(job.id) is job for job in later)
+    for gone in (kept, on_disk):
+        with pytest.raises(JobNotFound):
+            registry.get(gone.id)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"seed": 2**80}, "seed: must be a whole number from 0 to 18446744073709551615"),
+        ({"seed": -1}, "seed: must be a whole number"),
+        ({"epochs": 10**9}, "epochs: must be a whole number from 1 to 10000"),
+        ({"batch_size": 0}, "batch_size: must be a whole number from 1"),
+        ({"lr": 1e30}, r"lr: must be in \(0, 10\]"),
+        ({"lr": float("nan")}, "lr: must be a finite number"),
+        ({"momentum": 1.0}, r"momentum: must be in \[0, 1\)"),
+        ({"cache_budget_mb": 2**40}, "cache_budget_mb: must be a whole number"),
+        ({"amp": "yes"}, "amp: must be true or false"),
+    ],
+)
+def test_every_number_is_range_checked_before_a_job_starts(setting, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**setting)
+    assert TrainConfig(seed=2**64 - 1).seed == 2**64 - 1  # the largest seed torch takes

@@ -123,7 +123,8 @@ class Checkpoints:
             trainer.model.load_state_dict(payload["model"])
             trainer.optimizer.load_state_dict(payload["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise runs.RunError(f"{self.run_dir / runs.LAST}: does not match this plan ({exc})") from None
+            raise runs.RunError(f"{self.run_dir / runs.LAST}: does not match this plan "
+                                f"({_first_line(exc)}){self._made_by()}") from None
         trainer.snapshots.split()  # the loaded weights, not the ones the phases were entered with
         trainer.step = int(payload["step"])
         trainer.batch_size = int(payload.get("batch_size", trainer.batch_size))
@@ -155,8 +156,7 @@ class Checkpoints:
             try:
                 trainer.model.load_state_dict(state)
             except (RuntimeError, ValueError, KeyError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise runs.RunError(f"{weights}: does not match this plan ({first})") from None
+                raise runs.RunError(f"{weights}: does not match this plan ({_first_line(exc)}){self._made_by()}") from None
             epoch = f"epoch {meta['epoch']}" if meta.get("epoch") else "unvalidated"
             log.warning("%s: no %s to resume from; starting over from %s (%s weights)",
                         self.run_dir, runs.LAST, runs.WEIGHTS, epoch)
@@ -166,6 +166,12 @@ class Checkpoints:
             (self.run_dir / name).unlink(missing_ok=True)
         self.write_config(trainer.cfg, trainer.data, trainer.device)
         return 0
+
+    def _made_by(self) -> str:
+        try:
+            return runs.made_by(runs.read_json(self.run_dir / runs.CONFIG))
+        except runs.RunError:
+            return ""
 
     def _recover_best(self, best: Best, epochs) -> None:
         """The best weights on disk, which may be newer than last.pt's record of them."""
@@ -182,3 +188,8 @@ class Checkpoints:
                               "val_loss": float(row["val_loss"].iloc[0])})
         if best.epoch is not None and saved_epoch == best.epoch:
             best.state = state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -145,14 +145,11 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
             runs, runs,
         )
 
-    demo.load(
-        on_load,
-        [ws_state],
-        [ws_state, mode_line, model.model, *model.outputs, *data.views, *strategy.outputs,
-         *training.settings, training.status, training.loss_plot, training.acc_plot, training.timer,
-         predict.run, export.run],
-        api_visibility="private",
-    )
+    load_outputs = [ws_state, mode_line, model.model, *model.outputs, *data.views, *strategy.outputs,
+                    *training.settings, training.status, training.loss_plot, training.acc_plot, training.timer,
+                    predict.run, export.run]
+    # guarded: at the workspace limit the page says why instead of failing blankly
+    demo.load(guarded(on_load, len(load_outputs)), [ws_state], load_outputs, api_visibility="private")
 
     # Run pickers list the workspace's runs afresh whenever their tab opens.
     for tab, dd in ((pred_tab, predict.run), (export_tab, export.run)):
