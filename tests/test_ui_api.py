@@ -156,6 +156,10 @@ def test_no_result_gives_away_the_workspace_or_a_server_path(client, trained, ap
     predicted = client.predict(ws, snap["run"], gradio_client.handle_file(str(DATA / "coffee.jpg")), [], 3,
                                api_name="/predict")
     assert _secrets_in(predicted, ws, app) == []
+    for endpoint in ("/export_card", "/export_metrics"):  # what the files say, not only their names
+        for downloaded in client.predict(ws, snap["run"], api_name=endpoint):
+            text = open(downloaded, encoding="utf-8").read()
+            assert _secrets_in(text, ws, app) == [], (endpoint, downloaded)
     # Errors too: a missing file of the run is named by its run, not by its path.
     weights = next(app.runs_dir.glob(f"workspaces/{ws}/runs/{snap['run']}/model.safetensors"))
     weights.rename(weights.with_name("moved.safetensors"))
