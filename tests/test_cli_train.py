@@ -26,7 +26,8 @@ def tl(*args, check=True):
 
 def test_train_predict_export(tmp_path):
     run = tmp_path / "run"
-    proc = tl("train", DEMO, "--model", "efficientnet_lite0", "--epochs", "2", "--out", run, "--plan", "head")
+    proc = tl("train", DEMO, "--model", "efficientnet_lite0", "--epochs", "2", "--out", run, "--plan", "head",
+              "--head-solver", "sgd")
     summary = json.loads(proc.stdout)
     for key in ("best_val_accuracy", "best_epoch", "epochs_run", "train_seconds", "images_per_second", "device"):
         assert key in summary
@@ -53,7 +54,7 @@ def test_predict_with_the_base_model_head():
     "args, message",
     [
         (["train", "/nonexistent/data", "--epochs", "1", "--out", "{tmp}/r"], "/nonexistent/data"),
-        (["train", str(DEMO), "--epochs", "0", "--out", "{tmp}/r", "--plan", "head"], "epochs: must be a positive integer"),
+        (["train", str(DEMO), "--epochs", "0", "--out", "{tmp}/r", "--plan", "head"], "epochs: must be a whole number from 1 to 10000"),
         (["train", str(DEMO), "--model", "nope", "--out", "{tmp}/r"], "unknown model 'nope'"),
         (["train", str(DEMO), "--out", "{tmp}/r", "--plan", "{tmp}/missing.json"], "cannot read"),
         (["train", str(DEMO), "--out", "{tmp}/r", "--device", "cuda", "--plan", "head"], "no CUDA GPU"),

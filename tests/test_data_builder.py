@@ -22,7 +22,9 @@ def test_classes_add_rename_remove(tmp_path):
     with pytest.raises(DatasetError, match="class name 'CHAT_ÉTÉ': class 'chat_été' already exists"):
         b.add_class("CHAT_ÉTÉ")
     for bad, why in [("", "empty"), ("../x", "must not contain '/'"), ("a\\b", "must not contain"),
-                     (".hidden", "reserved"), ("__MACOSX", "reserved"), ("..", "reserved"), ("x" * 101, "longer than 100")]:
+                     (".hidden", "reserved"), ("__MACOSX", "reserved"), ("..", "reserved"), ("x" * 101, "longer than 100"),
+                     ("cat\u202egnp.exe", "bidirectional control character.*U\\+202E"),
+                     ("\u2066dog\u2069", "U\\+2066, U\\+2069")]:
         with pytest.raises(DatasetError, match=why):
             b.add_class(bad)
     assert b.rename_class("猫", "cat") == "cat"

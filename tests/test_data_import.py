@@ -107,6 +107,17 @@ def test_unicode_class_names(tmp_path):
     assert ds2.fingerprint == ds.fingerprint  # same files, same labels, same bytes
 
 
+def test_class_names_with_bidirectional_controls_are_refused(tmp_path):
+    root = image_folder(tmp_path / "data", {"cat": 3, "invoice\u202efdp.exe": 3})
+    with pytest.raises(DatasetError, match=r"class 'invoice\\u202efdp.exe': contains bidirectional control"):
+        load_dataset(root)
+    labels = ["dog", "c\u200fat", "dog"]
+    rows = [f"data/cat/{p.name},{label}" for p, label in zip(sorted((root / "cat").iterdir()), labels)]
+    write(tmp_path / "labels.csv", ("path,label\n" + "\n".join(rows) + "\n").encode())
+    with pytest.raises(DatasetError, match=r"U\+200F"):
+        load_dataset(tmp_path / "labels.csv")
+
+
 def test_stratified_split_is_seeded_and_per_class(tmp_path):
     root = image_folder(tmp_path / "d", {"a": 10, "b": 20, "c": 1})
     ds = load_dataset(root, val_fraction=0.2, seed=0)

@@ -62,7 +62,7 @@ def test_runs_table_lists_every_run_newest_first(runs, lite0_run):
     assert new["plan"] == "frozen 18/18, head 1xFC" and new["date"] == "2025-03-01 10:00"
     assert new["path"] == str((runs / "ws1" / "new").resolve())
     cut = df.set_index("run").loc["ws1/cut"]
-    assert cut["status"] == "incomplete" and cut["epochs"] == 4  # read from metrics.csv
+    assert cut["status"] == "crashed" and cut["epochs"] == 4  # read from metrics.csv
     assert cut["plan"] == "frozen 15/16, cut after blocks.14, head 2xFC (hidden 64)"
     broken = df.set_index("run").loc["broken"]
     assert broken["status"].startswith("unreadable:") and "config.json" in broken["status"]

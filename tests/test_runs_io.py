@@ -136,9 +136,9 @@ def _run_with(tmp_path, name, summary):
         ({"status": "finished"}, "finished"),
         ({"status": "stopped"}, "stopped"),
         ({"status": "failed", "error": "NonFiniteLoss: ..."}, "failed"),
-        (None, "incomplete"),  # crashed, killed, or another process is writing it
-        ("{half", "incomplete"),
-        ({"status": "something else"}, "incomplete"),
+        (None, "crashed"),  # no summary and nobody writing it: its writer was killed
+        ("{half", "crashed"),
+        ({"status": "something else"}, "crashed"),
     ],
 )
 def test_status_reads_the_summary(tmp_path, summary, expected):
@@ -161,3 +161,22 @@ def test_plan_hash_is_canonical():
     b = {"head": {"num_classes": 3}, "layers": {"a": "frozen", "b": "train"}, "model": "m"}
     assert plan_sha256(a) == plan_sha256(b)
     assert plan_sha256(a) != plan_sha256({**a, "model": "n"})
+
+
+def test_a_run_this_version_cannot_read_names_the_version_that_made_it(tmp_path, lite0_run):
+    import shutil
+
+    from tl_studio.runs import load_run
+
+    # A run written before run.lock existed (none of its files changed) loads as it is.
+    old = tmp_path / "old"
+    shutil.copytree(lite0_run[0], old)
+    assert load_run(old).plan == lite0_run[1].plan and status(old) == "finished"
+    config = json.loads((old / CONFIG).read_text())
+    config["plan"]["head"]["shape"] = "conv"  # a field some other version wrote
+    config["versions"]["tl_studio"] = "0.1.0"
+    (old / CONFIG).write_text(json.dumps(config))
+    with pytest.raises(RunError) as info:
+        load_run(old)
+    message = str(info.value)
+    assert "\n" not in message and "config.json" in message and "made by tl_studio 0.1.0" in message

@@ -35,7 +35,7 @@ def test_slider_mode_for_people(capsys):
                      "--device", "cpu")
     assert rc == 0
     assert out.startswith("case: large_different")
-    assert "Source text, large and different" in out
+    assert "The four cases of" in out and "large and different" in out
 
 
 @pytest.mark.parametrize(
@@ -79,10 +79,12 @@ def test_data_mode_measures_and_sweeps(capsys, tmp_path):
     rc, out, err = run(capsys, "--data", str(data), "--sweep", "--device", "cpu", "--json")
     assert rc == 0, err
     result = json.loads(out)
-    for key in ("case", "plan", "similarity", "similarity_measured", "transferability", "rationale", "sweep"):
+    for key in ("case", "plan", "similarity", "similarity_measured", "transferability", "rationale", "evidence"):
         assert key in result
-    assert result["similarity"] == result["similarity_measured"]
+    assert result["similarity"] == result["similarity_measured"] and result["basis"] == "evidence"
     assert result["num_classes"] == 2
     assert result["case"].startswith("small")
-    assert {"layer", "depth", "val_accuracy", "train_accuracy", "feature_dim"} <= set(result["sweep"][0])
+    # The probe curve, measured on the training split only, travels with the plan.
+    assert {"layer", "index", "accuracy", "se", "feature_dim"} <= set(result["evidence"]["curve"][0])
+    assert result["evidence"]["selected_on"] == "train-cv"
     validate(Plan.from_dict(result["plan"]))

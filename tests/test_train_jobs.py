@@ -17,6 +17,8 @@ from tl_studio.train import (
     QUEUED,
     RUNNING,
     STOPPED,
+    ConfigError,
+    Job,
     JobNotFound,
     JobRegistry,
     TrainConfig,
@@ -71,8 +73,8 @@ def test_stop_takes_effect_within_one_batch_and_hands_over_the_model(tmp_path):
     assert job.result.status == "stopped"
     assert job.result.validated is False  # stopped inside epoch 1, before any validation
     state, meta = load_weights(tmp_path / "run" / WEIGHTS)
-    assert meta["validated"] == "false"
-    assert set(state) == set(job.result.state)
+    assert meta["validated"] == "false" and state
+    assert job.result.state is None  # handed over on disk; the job keeps no copy
 
 
 def test_stop_from_another_thread(tmp_path):
@@ -112,9 +114,16 @@ def test_a_crash_in_the_thread_fails_the_job_not_the_process():
 
 def test_nan_loss_stops_the_job_and_names_the_step(tmp_path):
     registry = JobRegistry()
-    # An absurd learning rate makes the weights overflow after the first step.
-    cfg = _cfg(optimizer="sgd", lr=1e30, momentum=0.0, warmup_epochs=0, schedule="constant", label_smoothing=0.0)
-    job = _start(registry, cfg, run_dir=tmp_path / "run")
+
+    def overflow(trainer, event, info):
+        # What a learning rate far too high does after a step (the largest one a
+        # config accepts, 10, needs many steps for it): trained weights overflow.
+        if event == "batch" and info["step"] == 1:
+            with torch.no_grad():
+                next(p for p in trainer.model.parameters() if p.requires_grad).fill_(float("inf"))
+
+    cfg = _cfg(optimizer="sgd", momentum=0.0, warmup_epochs=0, schedule="constant", label_smoothing=0.0)
+    job = _start(registry, cfg, [overflow], run_dir=tmp_path / "run")
     assert job.wait(120)
     assert job.status == FAILED
     assert "NonFiniteLoss" in job.error and "at step" in job.error
@@ -180,7 +189,7 @@ def test_two_jobs_queue_behind_one_device_slot(tmp_path):
     assert [status(tmp_path / r) for r in "abc"] == ["running"] * 3
     c.stop()  # leaves the queue at once, without running
     assert c.status == STOPPED and c.wait(1)
-    assert status(tmp_path / "c") == "incomplete"  # let go at once; it never wrote a summary
+    assert status(tmp_path / "c") == "empty" and not (tmp_path / "c").exists()  # let go at once, nothing left
     assert b.queue_position() == 1
     release.set()
     assert a.wait(120) and b.wait(120)
@@ -214,3 +223,44 @@ def test_a_data_factory_runs_in_the_job_and_may_publish_its_progress():
     assert with_publisher.status == without.status == FINISHED
     assert with_publisher.metrics.progress_event("decoding").done == 24
     assert without.metrics.progress_event("decoding") is None
+
+
+def test_done_jobs_let_go_and_the_registry_forgets_the_oldest(tmp_path):
+    registry = JobRegistry(keep_done=2)
+    kept = _start(registry, _cfg(epochs=1))  # no run folder: its weights exist only here
+    on_disk = _start(registry, _cfg(epochs=1), run_dir=tmp_path / "run")
+    assert kept.wait(120) and on_disk.wait(120)
+    assert kept.status == on_disk.status == FINISHED
+    assert kept.result.state and on_disk.result.state is None  # on disk: dropped
+    assert kept.work is None and on_disk.work is None  # and with it the data they trained on
+    assert on_disk.result.summary["status"] == "finished" and len(on_disk.metrics.snapshot()["epochs"]) == 1
+    kept.release()
+    assert kept.result.state is None
+    later = [Job(lambda job: None, device_key="test-history") for _ in range(2)]
+    for job in later:
+        registry.submit(job)
+        assert job.wait(30)
+    assert len(registry) == 2 and all(registry.get(job.id) is job for job in later)
+    for gone in (kept, on_disk):
+        with pytest.raises(JobNotFound):
+            registry.get(gone.id)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"seed": 2**80}, "seed: must be a whole number from 0 to 18446744073709551615"),
+        ({"seed": -1}, "seed: must be a whole number"),
+        ({"epochs": 10**9}, "epochs: must be a whole number from 1 to 10000"),
+        ({"batch_size": 0}, "batch_size: must be a whole number from 1"),
+        ({"lr": 1e30}, r"lr: must be in \(0, 10\]"),
+        ({"lr": float("nan")}, "lr: must be a finite number"),
+        ({"momentum": 1.0}, r"momentum: must be in \[0, 1\)"),
+        ({"cache_budget_mb": 2**40}, "cache_budget_mb: must be a whole number"),
+        ({"amp": "yes"}, "amp: must be true or false"),
+    ],
+)
+def test_every_number_is_range_checked_before_a_job_starts(setting, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**setting)
+    assert TrainConfig(seed=2**64 - 1).seed == 2**64 - 1  # the largest seed torch takes

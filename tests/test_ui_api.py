@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import ssl
+import time
 
 import pytest
 
@@ -81,8 +84,6 @@ def test_start_twice_poll_and_stop_by_job_id(client):
     stopped = client.predict(job_id, api_name="/stop_job")
     assert stopped["status"] in ("stopping", "stopped")
     # The workspace can train again once the job has stopped.
-    import time
-
     for _ in range(120):
         if client.predict(job_id, api_name="/poll_job")["status"] == "stopped":
             break
@@ -95,23 +96,29 @@ def test_unknown_workspace_is_refused_in_shared_mode(client):
     assert "expired or does not exist" in message
 
 
-def test_predict_with_the_base_model_photo(client, tmp_path):
-    """A workspace with a finished run predicts on a real photo through the API."""
+@pytest.fixture(scope="module")
+def trained(client):
+    """A workspace with a finished one-epoch run: (workspace id, start_training's result, the last poll)."""
     ws = client.predict(api_name="/new_workspace")
     client.predict(ws, api_name="/load_demo")
-    status, job_id, *_ = client.predict(
+    started = client.predict(
         ws, "efficientnet_lite0", 1, 32, 1e-3, "adamw", "cosine", "none", 0.1, 0.01, 0, 0, "cpu",
         api_name="/start_training",
     )
-    import time
-
+    job_id = started[1]
     for _ in range(600):
         snap = client.predict(job_id, api_name="/poll_job")
         if snap["status"] in ("finished", "failed", "stopped"):
             break
         time.sleep(0.5)
     assert snap["status"] == "finished", snap
-    run_name = snap["run_dir"].rsplit("/", 1)[-1]
+    return ws, started, snap
+
+
+def test_predict_with_the_base_model_photo(client, trained, tmp_path):
+    """A workspace with a finished run predicts on a real photo through the API."""
+    ws, _, snap = trained
+    run_name = snap["run"]
     finetuned, base, _cam, _table = client.predict(
         ws, run_name, gradio_client.handle_file(str(DATA / "coffee.jpg")), [], 3, api_name="/predict"
     )
@@ -127,3 +134,60 @@ def test_predict_with_the_base_model_photo(client, tmp_path):
     # And the app goes on serving this workspace.
     again = client.predict(ws, run_name, gradio_client.handle_file(str(DATA / "coffee.jpg")), [], 3, api_name="/predict")
     assert again[1]["label"] == "espresso"
+
+
+def _secrets_in(result, ws: str, app) -> list[str]:
+    """The workspace id or server paths (runs folder, working directory) found in a result's text."""
+    text = json.dumps(result, default=str)
+    found = [s for s in (ws, str(app.runs_dir), str(app.runs_dir.resolve()), os.getcwd()) if s in text]
+    # Files come back as Gradio's own cache URLs, never as our paths.
+    return found
+
+
+def test_no_result_gives_away_the_workspace_or_a_server_path(client, trained, app):
+    ws, started, snap = trained
+    job_id = started[1]
+    assert _secrets_in(started, ws, app) == [] and _secrets_in(snap, ws, app) == []
+    assert snap["run"] and "run_dir" not in snap  # the run's name stands in for its folder
+    stopped = client.predict(job_id, api_name="/stop_job")
+    assert stopped["run"] == snap["run"] and _secrets_in(stopped, ws, app) == []
+    evaluated = client.predict(ws, snap["run"], False, api_name="/evaluate")
+    assert "Accuracy" in evaluated[0] and _secrets_in(evaluated, ws, app) == []
+    predicted = client.predict(ws, snap["run"], gradio_client.handle_file(str(DATA / "coffee.jpg")), [], 3,
+                               api_name="/predict")
+    assert _secrets_in(predicted, ws, app) == []
+    for endpoint in ("/export_card", "/export_metrics"):  # what the files say, not only their names
+        for downloaded in client.predict(ws, snap["run"], api_name=endpoint):
+            text = open(downloaded, encoding="utf-8").read()
+            assert _secrets_in(text, ws, app) == [], (endpoint, downloaded)
+    # Errors too: a missing file of the run is named by its run, not by its path.
+    weights = next(app.runs_dir.glob(f"workspaces/{ws}/runs/{snap['run']}/model.safetensors"))
+    weights.rename(weights.with_name("moved.safetensors"))
+    try:
+        message = _error(client.predict, ws, snap["run"], False, api_name="/evaluate")
+    finally:
+        weights.with_name("moved.safetensors").rename(weights)
+    assert "model.safetensors" in message and _secrets_in(message, ws, app) == [], message
+
+
+def test_workspace_creation_is_limited_per_client(tmp_path):
+    small = RunningApp(tmp_path / "runs", multi_user=True, max_workspaces_per_client=2)
+    try:
+        c = gradio_client.Client(small.url, verbose=False, ssl_verify=ssl.create_default_context())
+        first, second = c.predict(api_name="/new_workspace"), c.predict(api_name="/new_workspace")
+        assert first != second
+        message = _error(c.predict, api_name="/new_workspace")
+        assert "No new workspace" in message and "2 workspaces" in message
+        assert len(list((tmp_path / "runs" / "workspaces").iterdir())) == 2  # nothing more on disk
+        c.predict(first, api_name="/load_demo")  # the ones it has go on working
+    finally:
+        small.close()
+
+
+def test_a_seed_out_of_range_is_refused_before_any_run_folder_is_made(client, trained, app):
+    ws = trained[0]
+    runs_before = sorted((app.runs_dir.resolve() / "workspaces" / ws / "runs").iterdir())
+    message = _error(client.predict, ws, "efficientnet_lite0", 1, 32, 1e-3, "adamw", "cosine", "none", 0.1, 0.01,
+                     0, 2**80, "cpu", api_name="/start_training")
+    assert "seed: must be a whole number from 0 to" in message
+    assert sorted((app.runs_dir.resolve() / "workspaces" / ws / "runs").iterdir()) == runs_before

@@ -8,8 +8,8 @@ import pytest
 
 from tl_studio.plan import Plan
 from tl_studio.surgery import body_layer_names
-from tl_studio.train import REGISTRY, STOPPED, TrainConfig, start_job
-from tl_studio.workspace import LOCAL_ID, WorkspaceManager
+from tl_studio.train import REGISTRY, STOPPED, Job, TrainConfig, start_job
+from tl_studio.workspace import LOCAL_ID, WorkspaceLimit, WorkspaceManager
 
 from .trainkit import demo_data
 
@@ -76,3 +76,39 @@ def test_expiry_deletes_unseen_workspaces_and_stops_their_jobs(tmp_path):
     assert len(m) == 1
     with pytest.raises(Exception):
         REGISTRY.get(job.id)
+
+
+def test_creation_is_limited_and_idle_workspaces_make_room_first(tmp_path):
+    m = WorkspaceManager(tmp_path, shared=True, max_per_client=2, max_total=3, idle_seconds=60)
+    a, b = m.attach(None, client="10.0.0.1"), m.attach(None, client="10.0.0.1")
+    with pytest.raises(WorkspaceLimit, match="this client already has 2 workspaces"):
+        m.attach(None, client="10.0.0.1")
+    assert m.attach(a.id, client="10.0.0.1") is a  # re-attaching is never limited
+    a.last_seen -= 120  # no tab has touched it for two minutes: idle
+    c = m.attach(None, client="10.0.0.1")
+    assert not a.root.exists() and b.root.exists() and c.root.exists()
+    d = m.attach(None, client="10.0.0.2")
+    with pytest.raises(WorkspaceLimit, match="the server has 3 workspaces"):
+        m.attach(None, client="10.0.0.3")
+    assert len(m) == 3 and len(list((tmp_path / "workspaces").iterdir())) == 3
+    b.last_seen -= 120
+    e = m.attach(None, client="10.0.0.3")  # the oldest idle one, whoever's, makes room
+    assert {w.id for w in (c, d, e)} == {w.id for w in m._spaces.values()} and not b.root.exists()
+
+
+def test_a_workspace_with_a_running_job_is_never_idle(tmp_path):
+    m = WorkspaceManager(tmp_path, shared=True, max_per_client=1, idle_seconds=60)
+    busy = m.attach(None, client="10.0.0.1")
+    release = threading.Event()
+    job = Job(lambda j: release.wait(60), device_key="test-workspace-limit")
+    REGISTRY.submit(job)
+    busy.job_ids.append(job.id)
+    busy.last_seen -= 120
+    try:
+        with pytest.raises(WorkspaceLimit):
+            m.attach(None, client="10.0.0.1")
+        assert busy.root.exists()
+    finally:
+        release.set()
+        job.wait(60)
+    assert m.attach(None, client="10.0.0.1") is not busy  # done, it is idle now

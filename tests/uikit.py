@@ -63,9 +63,11 @@ def free_port() -> int:
 class RunningApp:
     """The real app (launch.py's code path) serving on a free port in this process."""
 
-    def __init__(self, runs_dir: Path, *, multi_user: bool = False, grace_minutes: float = 30.0):
+    def __init__(self, runs_dir: Path, *, multi_user: bool = False, grace_minutes: float = 30.0, **options):
+        """``options``: further launch options (``max_workspaces_per_client=2``...)."""
         from tl_studio.ui.launch import run
 
+        self.runs_dir = Path(runs_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         args = argparse.Namespace(
@@ -77,6 +79,7 @@ class RunningApp:
             multi_user=multi_user,
             grace_minutes=grace_minutes,
             max_upload_mb=50,
+            **options,
         )
         self.demo = run(args, block=False)
         deadline = time.monotonic() + 60

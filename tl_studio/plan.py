@@ -37,6 +37,13 @@ FROZEN, TRAIN = "frozen", "train"
 BN_POLICIES = ("frozen", "train")
 
 
+# Upper bounds on a plan's numbers: beyond them a value is a mistake (or an attempt to
+# exhaust the server's memory with a head of 10**9 units), never a setting.
+MAX_CLASSES = 100_000
+MAX_HIDDEN = 65_536
+MAX_EPOCH = 10_000  # as TrainConfig's epochs
+
+
 class PlanError(ValueError):
     """A plan that cannot be applied to its model; the message says which field and why."""
 
@@ -251,8 +258,12 @@ class Plan:
             raise PlanError("model: must be a model name")
         if not isinstance(h.num_classes, int) or isinstance(h.num_classes, bool) or h.num_classes < 2:
             raise PlanError(f"head.num_classes: must be an integer of at least 2, got {h.num_classes!r}")
+        if h.num_classes > MAX_CLASSES:
+            raise PlanError(f"head.num_classes: must be at most {MAX_CLASSES}, got {h.num_classes!r}")
         if not isinstance(h.hidden, int) or isinstance(h.hidden, bool) or h.hidden < 0:
             raise PlanError(f"head.hidden: must be 0 (one FC layer) or a positive width, got {h.hidden!r}")
+        if h.hidden > MAX_HIDDEN:
+            raise PlanError(f"head.hidden: must be at most {MAX_HIDDEN}, got {h.hidden!r}")
         if (not isinstance(h.dropout, (int, float)) or isinstance(h.dropout, bool)
                 or not 0.0 <= h.dropout < 1.0):
             raise PlanError(f"head.dropout: must be in [0, 1), got {h.dropout!r}")
@@ -273,13 +284,15 @@ class Plan:
                 or not 0.0 < self.body_lr_ratio <= 1.0):
             raise PlanError(f"body_lr_ratio: must be in (0, 1], got {self.body_lr_ratio!r}")
         if (not isinstance(self.head_warmup_epochs, int) or isinstance(self.head_warmup_epochs, bool)
-                or self.head_warmup_epochs < 0):
-            raise PlanError(f"head_warmup_epochs: must be a non-negative integer, got {self.head_warmup_epochs!r}")
+                or not 0 <= self.head_warmup_epochs <= MAX_EPOCH):
+            raise PlanError(f"head_warmup_epochs: must be an integer from 0 to {MAX_EPOCH}, "
+                            f"got {self.head_warmup_epochs!r}")
         if self.unfreeze_all_at is not None and (
             not isinstance(self.unfreeze_all_at, int) or isinstance(self.unfreeze_all_at, bool)
-            or self.unfreeze_all_at < 0
+            or not 0 <= self.unfreeze_all_at <= MAX_EPOCH
         ):
-            raise PlanError(f"unfreeze_all_at: must be null or a non-negative integer, got {self.unfreeze_all_at!r}")
+            raise PlanError(f"unfreeze_all_at: must be null or an integer from 0 to {MAX_EPOCH}, "
+                            f"got {self.unfreeze_all_at!r}")
 
     def resolve(self, body_names: list[str] | tuple[str, ...], known_names) -> tuple[int, list[int]]:
         """Check the plan against a model; return (index of the last kept layer, tap indices).

@@ -11,6 +11,11 @@ batches of 32, 15 img/s). Telling malloc to keep large blocks in its heap
 with no faults. ``mallopt`` applies from the moment it is called, so it works
 whichever way the program was started, unlike ``MALLOC_*_`` environment
 variables, which must be set before the interpreter starts.
+
+The price: glibc then never gives the heap's peak back on its own (a server
+stayed at 3.9 GB after its jobs were gone, 0.87 GB after a trim). So every
+job ends with :func:`release_memory` (``malloc_trim``), which returns the
+freed pages while keeping the tuning for the next job's steps.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 1 << 30  # keep up to 1 GiB of freed heap for reuse
 
 _tuned: bool | None = None
+_libc = None
 
 
 def tune_allocator() -> bool:
@@ -41,15 +47,40 @@ def tune_allocator() -> bool:
     _tuned = False
     if os.environ.get("TL_STUDIO_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others have no mallopt
+    libc = _c_library()
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is None:  # musl and others have no mallopt
         return False
     ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
     _tuned = bool(ok)
     log.debug("glibc malloc tuned for training: %s", _tuned)
     return _tuned
+
+
+def _c_library():
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            _libc = False
+    return _libc or None
+
+
+def release_memory() -> bool:
+    """Give the memory freed in the C heap back to the system (glibc's ``malloc_trim``).
+
+    Cheap when there is little to return (milliseconds); False where there is
+    no glibc. Call it when a job ends, not inside the loop.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = _c_library()
+    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    if trim is None:  # musl and others
+        return False
+    trim(0)
+    return True
 
 
 def configure_logging(verbose: bool = False) -> None:

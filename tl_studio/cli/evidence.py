@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 class EventLines:
     """Progress events as one updating line on a terminal, a line every few seconds otherwise."""
 
-    def __init__(self, stream=sys.stderr, every: float = 3.0):
-        self.stream, self.every = stream, every
-        self.tty = stream.isatty()
+    def __init__(self, stream=None, every: float = 3.0):
+        # Looked up now, not at import: the stream may have been replaced since (pytest, a redirect).
+        self.stream, self.every = stream or sys.stderr or sys.__stderr__, every
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last = 0.0
         self.pending = None
 

@@ -26,7 +26,11 @@ def add_parser(sub) -> None:
     s.add_argument("--lr", type=float, default=None)
     s.add_argument("--augment", default=None, choices=["none", "light", "strong"])
     s.add_argument("--val-fraction", type=float, default=0.2)
-    s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    again = s.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out (from last.pt; without one it starts over, from its "
+                            "saved weights if any), with the plan and settings it was started with")
+    again.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
     s.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
     s.add_argument("--no-evidence", action="store_true",
                    help="--plan auto: skip the evidence pass; the four cases decide at a neutral similarity")
@@ -35,6 +39,35 @@ def add_parser(sub) -> None:
                         "cross-validation; --epochs is then not used) and body training starts from one; "
                         "sgd: the head trains for epochs")
     s.set_defaults(func=run)
+
+
+def _open_out(out: Path, args):
+    """The run already in ``--out`` when resuming (None: there is none, or a new run starts).
+
+    Refuses to write over a run without --resume or --overwrite, and any run
+    another live process is writing; --overwrite removes the old run's files.
+    """
+    from .. import runs
+
+    if not (out / runs.CONFIG).exists():
+        return None
+    held = runs.live_lock(out)
+    if held is not None or runs.is_running(out):
+        raise CLIError(f"--out {out}: another process is writing this run ({runs.status(out)}); wait for it or stop it")
+    if args.overwrite:
+        try:
+            removed = runs.clear(out)
+        except (runs.RunError, OSError) as exc:
+            raise CLIError(f"--out {out}: cannot start over ({exc})") from None
+        log.info("--overwrite: removed the old run's %s", ", ".join(removed))
+        return None
+    if not args.resume:
+        raise CLIError(f"--out {out}: already holds a run; use --resume to continue it, --overwrite to start "
+                       "over, or another directory")
+    try:
+        return runs.load_run(out)
+    except runs.RunError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _plan_and_settings(args, dataset, device):
@@ -77,9 +110,9 @@ def _plan_and_settings(args, dataset, device):
 class _Progress:
     """A bar on a terminal, plain lines in a pipe."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr  # looked up now: a test may have replaced it since import
+        self.tty = self.stream.isatty()
         self.last_line = 0.0
 
     def update(self, snap: dict, epochs_table, final: bool = False) -> None:
@@ -122,6 +155,7 @@ def run(args) -> int:
     from ..data import DatasetError, load_dataset
     from ..plan import PlanError
     from ..registry import get_spec
+    from ..runs import made_by
     from ..surgery import validate
 
     try:
@@ -129,14 +163,21 @@ def run(args) -> int:
     except KeyError as exc:
         raise CLIError(exc.args[0]) from None
     out = Path(args.out)
-    if out.exists() and not args.resume and (out / "config.json").exists():
-        raise CLIError(f"--out {out}: already holds a run; use --resume or another directory")
+    stored = _open_out(out, args)
+    if stored is not None:  # --resume: the same data split, plan and settings as when it started
+        args.seed = stored.config.get("seed", args.seed)
     try:
         dataset = load_dataset(args.data, workdir=out / "dataset", val_fraction=args.val_fraction, seed=args.seed)
     except DatasetError as exc:
         raise CLIError(str(exc)) from None
     device = None if args.device == "auto" else args.device
-    plan, settings, measured = _plan_and_settings(args, dataset, device)
+    measured = None
+    if stored is not None:
+        plan, settings = stored.plan, dict(stored.config.get("train") or {})
+        settings.pop("seed", None)
+    else:
+        plan, settings, measured = _plan_and_settings(args, dataset, device)
+    settings["device"] = args.device  # where it trains is not part of the run: a resume may move it
     try:
         validate(plan)
     except PlanError as exc:
@@ -146,11 +187,15 @@ def run(args) -> int:
         if value is not None:
             settings[key] = value
     try:
-        config = train.TrainConfig(seed=args.seed, device=args.device, head_solver=args.head_solver, **settings)
+        if stored is None or args.head_solver != "auto":  # a resume keeps its solver unless asked
+            settings["head_solver"] = args.head_solver
+        config = train.TrainConfig.from_dict({**settings, "seed": args.seed})
         from ..devices import resolve
 
         resolve(config.device)
     except (train.ConfigError, ValueError) as exc:
+        if stored is not None:  # settings this version no longer takes
+            raise CLIError(f"{out / 'config.json'}: {exc}{made_by(stored.config)}") from None
         raise CLIError(str(exc)) from None
     if measured is not None and measured.images is not None:
         # The images decoded and the features the evidence pass computed: training reuses both.

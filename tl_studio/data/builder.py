@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dataset import Dataset, Progress
+from .dataset import Dataset, Progress, check_bidi
 from .errors import DatasetError
 from .images import JUNK_NAMES, MAX_PIXELS, ImageInfo, check_many, is_junk, sha256_file
 from .importers import import_folder
@@ -49,6 +49,7 @@ def check_class_name(name: str) -> str:
         raise DatasetError(f"class name {n!r}: must not contain {bad.group()!r}")
     if n in (".", "..") or n.startswith(".") or n.lower() in JUNK_NAMES:
         raise DatasetError(f"class name {n!r}: reserved (hidden or system name)")
+    check_bidi(n)
     return n
 
 

@@ -17,6 +17,19 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 
+# Unicode's bidirectional controls: in a class name they make it display as
+# something else (U+202E turns "gnp.exe" around), in the app, in tables and in a
+# model's labels. Refused wherever a class name comes from.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def check_bidi(name: str, where: str = "class name") -> None:
+    """DatasetError if ``name`` holds a bidirectional control character (named by its code point)."""
+    found = sorted({f"U+{ord(ch):04X}" for ch in name if ch in BIDI_CONTROLS})
+    if found:
+        raise DatasetError(f"{where} {name!r}: contains bidirectional control character(s) {', '.join(found)}, "
+                           "which make it display as something else; rename it")
+
 
 @dataclass(frozen=True)
 class Item:
@@ -162,6 +175,8 @@ def assemble(
     source: str = "",
 ) -> Dataset:
     """Order the items, drop empty classes, check there are two, split, summarise."""
+    for name in classes:
+        check_bidi(name, f"{source or root}: class")
     counts = [0] * len(classes)
     for _, label, _, _ in found:
         counts[label] += 1

@@ -163,7 +163,7 @@ def delete_run(run_dir: str | Path, *, runs_dir: str | Path) -> None:
     target = matches[0]
     if not target.is_dir() or not (target / runs.CONFIG).is_file():
         raise runs.RunError(f"{run_dir}: not a run directory (no {runs.CONFIG}); nothing deleted")
-    if runs.is_running(target):
+    if runs.status(target) == runs.RUNNING:  # a job here, or another process holding its run.lock
         raise runs.RunError(f"{run_dir}: its training job is still running; stop it first")
     shutil.rmtree(target)
     log.info("deleted run %s", target)

@@ -13,19 +13,23 @@ unpickles code: weights are safetensors, and ``last.pt`` is read with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import pickle
 import platform
+import re
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from ..atomic import atomic_path
+from .. import atomic
 from ..version import __version__
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,31 @@ CONFIG, METRICS, STEPS, SUMMARY, WEIGHTS, LAST = (
 
 class RunError(ValueError):
     """A run directory or checkpoint that cannot be used; the message names the file."""
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Any failure to write ``path`` (a full disk, a read-only folder) as one :class:`RunError`
+    naming the file, instead of a chain of the writer's own errors (torch and
+    safetensors wrap the OS error in theirs, without the file's name)."""
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        text = str(exc).strip()
+        code = re.search(r"\(os error (\d+)\)", text)  # safetensors' Rust I/O errors
+        if isinstance(exc, OSError) and exc.strerror:
+            why = exc.strerror
+        elif code:
+            why = os.strerror(int(code.group(1)))
+        else:
+            why = text.splitlines()[0] if text else type(exc).__name__
+        raise RunError(f"{path}: cannot write ({why})") from None
+
+
+def write_json(path: Path, data) -> None:
+    """A JSON file of the run, written atomically; a failure names the file."""
+    with _naming(path):
+        atomic.write_json(path, data)
 
 
 def versions() -> dict[str, str]:
@@ -84,7 +113,7 @@ def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str,
         # Never write a checkpoint from NaN/inf weights.
         raise RunError(f"{path.name}: refusing to save non-finite weights")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with atomic_path(path) as tmp:
+    with _naming(path), atomic.atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
@@ -116,7 +145,7 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def save_last(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
+    with _naming(path), atomic.atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
@@ -145,7 +174,7 @@ def read_json(path: Path) -> dict:
 
 def write_tables(run_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
     for name, fname in (("epochs", METRICS), ("steps", STEPS)):
-        with atomic_path(run_dir / fname) as tmp:
+        with _naming(run_dir / fname), atomic.atomic_path(run_dir / fname) as tmp:
             tables[name].to_csv(tmp, index=False)
 
 

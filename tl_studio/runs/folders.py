@@ -1,9 +1,12 @@
 """Run folders as a whole: loading one, finding them under a runs folder, and each one's status.
 
-A run's status is read from its ``summary.json``, written once when training
-ends (finished, stopped or failed), except while something in this process
-is writing the run: then it is "running". The trainer (and a queued job)
-announce that with :func:`hold` or :func:`writing`; this module knows nothing of jobs.
+A run's status is "running" while something writes it: a job in this
+process (a queued job announces it with :func:`hold`) or any process
+holding its live ``run.lock`` (:func:`writing`, which the trainer enters).
+Otherwise it is what its ``summary.json`` says (finished, stopped or
+failed), written when training ends, and "crashed" when there is no summary
+or a dead writer's lock is left: the writer was killed. This module knows
+nothing of jobs.
 """
 
 from __future__ import annotations
@@ -12,17 +15,22 @@ import collections
 import contextlib
 import json
 import os
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from ..plan import Plan, PlanError
-from .files import CONFIG, SUMMARY, WEIGHTS, RunError, read_json
+from .files import CONFIG, LAST, METRICS, STEPS, SUMMARY, WEIGHTS, RunError, read_json
+from .lock import LOCK, RunLock, RunLocked, clean_temp, describe, live_lock, read_lock
 
-FINISHED, STOPPED, FAILED, RUNNING, INCOMPLETE = "finished", "stopped", "failed", "running", "incomplete"
-# What a summary may say; anything else (or no summary) is "incomplete": crashed, killed or still starting.
+FINISHED, STOPPED, FAILED, RUNNING, CRASHED, EMPTY = "finished", "stopped", "failed", "running", "crashed", "empty"
+# What a summary may say; anything else (or no summary, with nobody writing) is "crashed".
 ENDED = (FINISHED, STOPPED, FAILED)
+# Every file a run's writers make (and --overwrite removes), besides temporary ones.
+RUN_FILES = (CONFIG, METRICS, STEPS, SUMMARY, WEIGHTS, LAST, LOCK)
+RUN_FOLDERS = ("evaluation", "export", "dataset")
 
 _held: collections.Counter[Path] = collections.Counter()
 _held_lock = threading.Lock()
@@ -46,10 +54,12 @@ def load_run(run_dir: str | Path) -> RunInfo:
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: not a run directory")
     config = read_json(run_dir / CONFIG)
+    if not isinstance(config, dict):
+        raise RunError(f"{run_dir / CONFIG}: not a run configuration")
     try:
         plan = Plan.from_dict(config["plan"])
-    except (KeyError, PlanError) as exc:
-        raise RunError(f"{run_dir / CONFIG}: bad plan ({exc})") from None
+    except (KeyError, TypeError, PlanError) as exc:
+        raise RunError(f"{run_dir / CONFIG}: bad plan ({exc}){made_by(config)}") from None
     classes = list(config.get("dataset", {}).get("classes", []))
     summary_path = run_dir / SUMMARY
     summary = read_json(summary_path) if summary_path.exists() else {}
@@ -92,14 +102,54 @@ def hold(run_dir: str | Path) -> Callable[[], None]:
     return release
 
 
+def made_by(config: dict) -> str:
+    """"; made by tl_studio X" for messages about a run this version cannot use ("" if unknown)."""
+    versions = config.get("versions") if isinstance(config, dict) else None
+    made = versions.get("tl_studio") if isinstance(versions, dict) else None
+    if made is None:
+        return "; made by an unknown, older tl_studio"
+    from ..version import __version__
+
+    return f"; made by tl_studio {made}" + (f", this is {__version__}" if made != __version__ else "")
+
+
 @contextlib.contextmanager
 def writing(run_dir: str | Path) -> Iterator[None]:
-    """:func:`hold` for the length of a ``with`` block."""
+    """Write ``run_dir`` for the length of a ``with`` block: :func:`hold` it and its ``run.lock``.
+
+    Refused with :class:`RunLocked` while another live process (or another
+    job here) writes it. Temporary files left by a killed writer go first.
+    """
     release = hold(run_dir)
     try:
-        yield
+        with RunLock(run_dir):
+            yield
     finally:
         release()
+
+
+def clear(run_dir: str | Path) -> list[str]:
+    """Remove a run's own files and folders (for starting it over); anything else in the folder stays.
+
+    Refused with :class:`RunLocked` while anyone is writing the run.
+    """
+    run_dir = Path(run_dir)
+    if is_running(run_dir):
+        raise RunLocked(f"{run_dir}: a job in this process is writing this run")
+    held = live_lock(run_dir)
+    if held is not None:
+        raise RunLocked(f"{run_dir}: being written by {describe(held)}")
+    removed = clean_temp(run_dir)
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            (run_dir / name).unlink()
+            removed.append(name)
+    for name in RUN_FOLDERS:
+        sub = run_dir / name
+        if sub.is_dir() and not sub.is_symlink():
+            shutil.rmtree(sub)
+            removed.append(name + "/")
+    return removed
 
 
 def is_running(run_dir: str | Path) -> bool:
@@ -109,17 +159,25 @@ def is_running(run_dir: str | Path) -> bool:
 
 
 def status(run_dir: str | Path) -> str:
-    """"finished" | "stopped" | "failed" | "running" | "incomplete" for a run folder.
+    """"running" | "finished" | "stopped" | "failed" | "crashed" | "empty" for a run folder.
 
-    "running" means a job in this process holds the run; otherwise the status
-    is what ``summary.json`` says, and "incomplete" when it is missing or
-    unreadable (a crash, a kill, or a run another process is writing).
+    "running": a job in this process holds the run, or a live process holds
+    its ``run.lock``. Otherwise a lock left behind means its writer was
+    killed: "crashed". Then what ``summary.json`` says, and "crashed" when it
+    is missing or unreadable; "empty" when the folder holds no run at all (a
+    job that never started).
     """
+    run_dir = Path(run_dir)
     if is_running(run_dir):
         return RUNNING
+    lock = read_lock(run_dir)
+    if lock is not None:
+        return RUNNING if live_lock(run_dir) is not None else CRASHED
+    if not (run_dir / CONFIG).is_file():
+        return EMPTY
     try:
-        summary = json.loads((Path(run_dir) / SUMMARY).read_text(encoding="utf-8"))
+        summary = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return INCOMPLETE
+        return CRASHED
     said = summary.get("status") if isinstance(summary, dict) else None
-    return said if said in ENDED else INCOMPLETE
+    return said if said in ENDED else CRASHED

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from .. import runs
-from ..atomic import write_json
 from .best import Best
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ class Checkpoints:
     # ---- writing ----------------------------------------------------------------------
     def write_config(self, cfg, data, device: torch.device) -> None:
         """config.json: the one stored copy of the plan, with everything needed to repeat the run."""
-        write_json(
+        runs.write_json(
             self.run_dir / runs.CONFIG,
             {
                 "model": self.plan.model,
@@ -94,11 +93,27 @@ class Checkpoints:
         """The final tables and summary.json, whose status says how the run ended (none: it did not end)."""
         runs.write_tables(self.run_dir, tables)
         if summary is not None:
-            write_json(self.run_dir / runs.SUMMARY, summary)
+            runs.write_json(self.run_dir / runs.SUMMARY, summary)
+
+    def save_failed(self, best: Best, tables: dict, summary: dict) -> None:
+        """After a failure, whatever still reaches the disk: the best weights, the tables and a
+        summary saying why. A write that fails too (the disk is full) is one log line: the
+        error reported is the first one."""
+        for write in (lambda: self.save_best(best), lambda: self.finish(tables, summary)):
+            try:
+                write()
+            except runs.RunError as exc:
+                log.warning("after the failure: %s", exc)
 
     # ---- resuming -----------------------------------------------------------------------
     def resume(self, trainer) -> int:
-        """Bring ``trainer`` to the state of last.pt; returns the epoch to continue from."""
+        """Bring ``trainer`` to the state of last.pt; returns the epoch to continue from.
+
+        Without last.pt (killed before its first checkpoint, or ``save_last``
+        off) the run starts over: see :meth:`restart`.
+        """
+        if not (self.run_dir / runs.LAST).exists():
+            return self.restart(trainer)
         payload = runs.load_last(self.run_dir / runs.LAST)
         start = int(payload["epoch"]) + 1
         # Replay the phases so the optimizer has the same groups in the same order.
@@ -108,7 +123,8 @@ class Checkpoints:
             trainer.model.load_state_dict(payload["model"])
             trainer.optimizer.load_state_dict(payload["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise runs.RunError(f"{self.run_dir / runs.LAST}: does not match this plan ({exc})") from None
+            raise runs.RunError(f"{self.run_dir / runs.LAST}: does not match this plan "
+                                f"({_first_line(exc)}){self._made_by()}") from None
         trainer.snapshots.split()  # the loaded weights, not the ones the phases were entered with
         trainer.step = int(payload["step"])
         trainer.batch_size = int(payload.get("batch_size", trainer.batch_size))
@@ -125,8 +141,37 @@ class Checkpoints:
         if epochs is not None:
             epochs = epochs[epochs["epoch"] <= start]
         trainer.metrics.load(steps, epochs)
+        # Under way again: how it ended before no longer holds (a kill now leaves it "crashed").
+        (self.run_dir / runs.SUMMARY).unlink(missing_ok=True)
         log.info("resuming at epoch %d (step %d)", start + 1, trainer.step)
         return start
+
+    def restart(self, trainer) -> int:
+        """Start the run over (epoch 1), from its saved weights where it has any; says which."""
+        weights = self.run_dir / runs.WEIGHTS
+        if weights.exists():
+            state, meta = runs.load_weights(weights)
+            if meta.get("plan_sha256") not in (None, runs.plan_sha256(self.plan.to_dict())):
+                raise runs.RunError(f"{weights}: made for another plan than this one; cannot restart from it")
+            try:
+                trainer.model.load_state_dict(state)
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise runs.RunError(f"{weights}: does not match this plan ({_first_line(exc)}){self._made_by()}") from None
+            epoch = f"epoch {meta['epoch']}" if meta.get("epoch") else "unvalidated"
+            log.warning("%s: no %s to resume from; starting over from %s (%s weights)",
+                        self.run_dir, runs.LAST, runs.WEIGHTS, epoch)
+        else:
+            log.warning("%s: no %s to resume from; starting the run over", self.run_dir, runs.LAST)
+        for name in (runs.SUMMARY, runs.METRICS, runs.STEPS):
+            (self.run_dir / name).unlink(missing_ok=True)
+        self.write_config(trainer.cfg, trainer.data, trainer.device)
+        return 0
+
+    def _made_by(self) -> str:
+        try:
+            return runs.made_by(runs.read_json(self.run_dir / runs.CONFIG))
+        except runs.RunError:
+            return ""
 
     def _recover_best(self, best: Best, epochs) -> None:
         """The best weights on disk, which may be newer than last.pt's record of them."""
@@ -143,3 +188,8 @@ class Checkpoints:
                               "val_loss": float(row["val_loss"].iloc[0])})
         if best.epoch is not None and saved_epoch == best.epoch:
             best.state = state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

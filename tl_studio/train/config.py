@@ -17,6 +17,28 @@ CACHE_DTYPES = ("float32", "float16")
 AUGMENT = ("none", "light", "strong")
 HEAD_SOLVERS = ("auto", "sgd")
 
+# Every number a job takes is checked against a range before it starts: a value past
+# these is a typo or an attack (a seed of 2**80 used to fail inside torch, after the run
+# folder was made; a batch of 10**9 would take the server down), never a setting.
+INT_RANGES = {
+    "epochs": (1, 10_000),
+    "batch_size": (1, 65_536),
+    "min_batch_size": (1, 65_536),
+    "early_stopping": (0, 10_000),
+    # What torch.manual_seed and NumPy's generators (the data split) both accept.
+    "seed": (0, 2**64 - 1),
+    "cache_budget_mb": (0, 1 << 24),
+    "sync_every": (1, 100_000),
+}
+# name: (low, high, low excluded, high excluded)
+FLOAT_RANGES = {
+    "lr": (0.0, 10.0, True, False),
+    "momentum": (0.0, 1.0, False, True),
+    "weight_decay": (0.0, 10.0, False, False),
+    "warmup_epochs": (0.0, 10_000.0, False, False),
+    "label_smoothing": (0.0, 1.0, False, True),
+}
+
 
 class ConfigError(ValueError):
     """A hyper-parameter out of range; the message names the field."""
@@ -65,20 +87,23 @@ class TrainConfig:
         def bad(name, why):
             raise ConfigError(f"{name}: {why}, got {getattr(self, name)!r}")
 
-        for name in ("epochs", "batch_size", "min_batch_size", "sync_every", "cache_budget_mb", "early_stopping"):
+        for name, (lo, hi) in INT_RANGES.items():
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name in ("early_stopping", "cache_budget_mb") else 1):
-                bad(name, "must be a positive integer")
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                bad(name, f"must be a whole number from {lo} to {hi}")
         if self.min_batch_size > self.batch_size:
             object.__setattr__(self, "min_batch_size", self.batch_size)
-        for name in ("lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs"):
+        for name, (lo, hi, low_open, high_open) in FLOAT_RANGES.items():
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                bad(name, "must be a finite, non-negative number")
-        if self.lr <= 0:
-            bad("lr", "must be positive")
-        if self.label_smoothing >= 1:
-            bad("label_smoothing", "must be below 1")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                bad(name, "must be a finite number")
+            if v < lo or (low_open and v == lo) or v > hi or (high_open and v == hi):
+                bad(name, f"must be in {'(' if low_open else '['}{lo:g}, {hi:g}{')' if high_open else ']'}")
+        for name in ("amp", "fold_frozen", "save_last"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be true or false")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            bad("channels_last", "must be true, false or null (automatic)")
         for name, choices in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),

@@ -5,6 +5,14 @@ log any thread may read, and a status. The process-wide :data:`REGISTRY`
 keys jobs by an unguessable id: whoever holds the id can watch or stop the
 job, nobody else can find it. Each device (each GPU, or the CPU) runs one job
 at a time; the rest wait in order and can see their place in the queue.
+
+A server runs for weeks, so a job lets go of what it no longer needs: once
+done it drops its work function (and the decoded data it held), a job with a
+run folder drops its weights (they are on disk; its summary and metrics
+stay), and the process's freed memory goes back to the system. A job without
+a run folder keeps its weights in ``job.result.state`` until
+:meth:`Job.release`. The registry remembers the last :data:`KEEP_DONE` done
+jobs.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from typing import Callable
 import torch
 
 from .. import runs
+from ..runtime import release_memory
+from .config import ConfigError
+from .errors import NonFiniteLoss, TrainingFailed
 from .metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -34,6 +45,9 @@ QUEUED, RUNNING, STOPPING, STOPPED, FINISHED, FAILED = (
     "failed",
 )
 DONE = (STOPPED, FINISHED, FAILED)
+KEEP_DONE = 64  # done jobs the registry remembers (their ids still poll); older ones are forgotten
+# Failures whose message says it all (it names the file or the setting): logged without a traceback.
+EXPECTED = (runs.RunError, ConfigError, NonFiniteLoss, TrainingFailed, OSError)
 
 
 class JobNotFound(KeyError):
@@ -78,6 +92,12 @@ class Job:
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
 
+    def release(self) -> None:
+        """Drop the weights a job without a run folder hands over (``result.state``)."""
+        if self.result is not None and getattr(self.result, "state", None) is not None:
+            self.result.state = None
+            release_memory()
+
     @property
     def done(self) -> bool:
         return self.status in DONE
@@ -108,6 +128,11 @@ class Job:
         """Done, whether it ran or left the queue: its run folder is no longer "running"."""
         if self._release_run is not None:
             self._release_run()
+        if self.run_dir is not None and self.status in (FAILED, STOPPED):
+            try:  # a folder made for the job that never wrote anything (a failure before the
+                self.run_dir.rmdir()  # first file, a job stopped in the queue) is not left behind
+            except OSError:  # not empty, or not there: it stays as it is
+                pass
         self._done.set()
 
     # ---- the thread ---------------------------------------------------------------
@@ -121,26 +146,36 @@ class Job:
         except BaseException as exc:  # a crash in a job never takes the process down
             self.status = FAILED
             self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            log.error("job %s failed: %s\n%s", self.id[:8], self.error, traceback.format_exc())
+            if isinstance(exc, EXPECTED):
+                log.error("job %s failed: %s", self.id[:8], self.error)
+            else:
+                log.error("job %s failed: %s\n%s", self.id[:8], self.error, traceback.format_exc())
         finally:
             self.finished = time.time()
-            # Release what the job held on the GPU: its tensors die with `work`'s frame.
+            self.work = None  # its closure holds the job's data (decoded images)
+            if self.run_dir is not None and getattr(self.result, "state", None) is not None:
+                self.result.state = None  # on disk in the run folder
+            # Release what the job held: its tensors die with `work`'s frame; then give
+            # the freed memory back (see runtime.release_memory).
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            release_memory()
 
 
 class JobRegistry:
-    def __init__(self):
+    def __init__(self, keep_done: int = KEEP_DONE):
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._queues: dict[str, collections.deque[Job]] = collections.defaultdict(collections.deque)
+        self.keep_done = keep_done
 
     def submit(self, job: Job) -> str:
         with self._lock:
             job._registry = self
             self._jobs[job.id] = job
             self._queues[job.device_key].append(job)
+            self._trim()
         if job.run_dir is not None:
             # A queued job's run counts as running too: nobody may delete it from under the job.
             job._release_run = runs.hold(job.run_dir)
@@ -160,6 +195,16 @@ class JobRegistry:
             job = self._jobs.get(job_id)
             if job is not None and job.done:
                 del self._jobs[job_id]
+
+    def _trim(self) -> None:
+        """Forget the oldest done jobs beyond ``keep_done`` (call with the lock held)."""
+        done = [j for j in self._jobs.values() if j.done]
+        for job in sorted(done, key=lambda j: j.finished or j.created)[: max(0, len(done) - self.keep_done)]:
+            del self._jobs[job.id]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
 
     def active(self) -> list[Job]:
         """Jobs queued or running (for checks such as "is this run still training"),
@@ -204,6 +249,7 @@ class JobRegistry:
                 q = self._queues[job.device_key]
                 if job in q:
                     q.remove(job)
+                self._trim()
                 self._lock.notify_all()
             job._finish()
 

@@ -253,16 +253,16 @@ class Trainer:
             # weights validated so far reach the disk, and after a crash the tables
             # too, with a summary that says it failed and why (otherwise they are
             # written below).
-            if ck is not None:
+            if ck is not None and failure is not None:
+                ips = statistics.median_high(rates) if rates else 0.0
+                seconds = time.perf_counter() - t_start
+                summary = self._summary(runs.FAILED, epochs_run, seconds, ips, used_cache)
+                summary["error"] = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+                ck.save_failed(self.best, self.metrics.snapshot(), summary)
+            elif ck is not None:
                 ck.save_best(self.best)
                 if not ended:
-                    summary = None
-                    if failure is not None:
-                        ips = statistics.median_high(rates) if rates else 0.0
-                        seconds = time.perf_counter() - t_start
-                        summary = self._summary(runs.FAILED, epochs_run, seconds, ips, used_cache)
-                        summary["error"] = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
-                    ck.finish(self.metrics.snapshot(), summary)
+                    ck.finish(self.metrics.snapshot(), None)
         train_seconds = time.perf_counter() - t_start
         state = self.best.state if self.best.validated else self.snapshots.take()
         if not self.best.validated and ck is not None:

@@ -12,7 +12,7 @@ import logging
 
 import gradio as gr
 
-from ..workspace import WorkspaceManager
+from ..workspace import WorkspaceLimit, WorkspaceManager
 from . import data_tab, model_tab, predict_tab, strategy_tab, train_tab
 from . import session as session_moves
 from .context import AppContext, fail, guarded
@@ -28,8 +28,10 @@ features (edges, colours, textures); later ones learn task-specific ones — so 
 pretraining images, the more of the network you can reuse as it is."""
 
 
-def build_app(manager: WorkspaceManager) -> gr.Blocks:
-    ctx = AppContext(manager=manager, shared=manager.shared)
+def build_app(manager: WorkspaceManager, *, trust_forwarded: bool = False) -> gr.Blocks:
+    """The app; ``trust_forwarded``: behind a Space's or a share link's proxy, whose
+    X-Forwarded-For header names the client."""
+    ctx = AppContext(manager=manager, shared=manager.shared, trust_forwarded=trust_forwarded)
     with gr.Blocks(title="TL Studio", analytics_enabled=False) as demo:
         ws_state = gr.BrowserState(None, storage_key="tl-studio-workspace")
         gr.Markdown(INTRO)
@@ -118,9 +120,15 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
 
     gr.api(guarded(apply_recommendation, 1), api_name="apply_recommendation")
 
+    def attach(ws_id, request):
+        try:
+            return ctx.manager.attach(ws_id, client=ctx.client(request))
+        except WorkspaceLimit as exc:
+            raise fail(f"No new workspace: {exc}") from None
+
     # Opening the page (or reloading it) attaches to the workspace and restores it.
     def on_load(ws_id, request: gr.Request):
-        ws = ctx.ws(ctx.manager.attach(ws_id).id)
+        ws = ctx.ws(attach(ws_id, request).id)
         s = ws.session
         job = train_tab.current_job(ws)
         loss, acc = train_tab.curves(job)
@@ -143,14 +151,11 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
             runs, runs,
         )
 
-    demo.load(
-        on_load,
-        [ws_state],
-        [ws_state, mode_line, model.model, *model.outputs, *data.views, *strategy.outputs, strategy.status,
-         strategy.timer, *training.settings, training.status, training.loss_plot, training.acc_plot, training.timer,
-         predict.run, export.run],
-        api_visibility="private",
-    )
+    load_outputs = [ws_state, mode_line, model.model, *model.outputs, *data.views, *strategy.outputs,
+                    strategy.status, strategy.timer, *training.settings, training.status, training.loss_plot,
+                    training.acc_plot, training.timer, predict.run, export.run]
+    # guarded: at the workspace limit the page says why instead of failing blankly
+    demo.load(guarded(on_load, len(load_outputs)), [ws_state], load_outputs, api_visibility="private")
 
     # Run pickers list the workspace's runs afresh whenever their tab opens.
     for tab, dd in ((pred_tab, predict.run), (export_tab, export.run)):
@@ -161,11 +166,11 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
                         api_visibility="private")
 
     # API clients: a workspace of their own (shared mode), to pass to the other endpoints.
-    def new_workspace() -> str:
+    def new_workspace(request: gr.Request) -> str:
         """A new private workspace id (in local mode, the one shared workspace)."""
-        return ctx.manager.attach(None).id
+        return attach(None, request).id
 
-    gr.api(new_workspace, api_name="new_workspace")
+    gr.api(guarded(new_workspace, 1), api_name="new_workspace")
 
     # Tabs that are open keep their workspace alive; unload (which fires on reload too) deletes nothing.
     heartbeat.tick(ctx.manager.touch, [ws_state], None,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -46,6 +49,51 @@ def from_api_client() -> bool:
     return headers.get("x-gradio-user") == "api"
 
 
+# Runs folders of the apps in this process: text for clients never shows a path below
+# them (a workspace's path holds its id, which grants its files) or below the
+# server's working directory. Run names stand in for run folders.
+_roots: set[str] = set()
+_roots_lock = threading.Lock()
+_ID = r"[A-Za-z0-9_-]+"
+
+
+def keep_private(runs_dir: str | os.PathLike) -> None:
+    """Register a runs folder whose paths :func:`redact` hides."""
+    with _roots_lock:
+        _roots.update({str(Path(runs_dir)), str(Path(runs_dir).resolve())})
+
+
+def redact(text):
+    """``text`` with server paths replaced: a run folder by its name, a workspace by
+    ``<workspace>``, the runs folder by ``<runs>``, the working directory by ``.``.
+    Anything but a string comes back as it is."""
+    if not isinstance(text, str):
+        return text
+    with _roots_lock:
+        roots = sorted(_roots, key=len, reverse=True)
+    for root in roots:
+        if root not in text:
+            continue
+        r = re.escape(root)
+        text = re.sub(rf"{r}/workspaces/{_ID}/runs/", "", text)
+        text = re.sub(rf"{r}/workspaces/{_ID}/data/", "data/", text)
+        text = re.sub(rf"{r}/workspaces/{_ID}", "<workspace>", text)
+        text = text.replace(root, "<runs>")
+    cwd = os.getcwd()
+    if len(cwd) > 1:
+        text = text.replace(cwd + os.sep, "").replace(cwd, ".")
+    return text
+
+
+def redact_all(data):
+    """:func:`redact` on every string inside dicts and lists (an API result)."""
+    if isinstance(data, dict):
+        return {k: redact_all(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(redact_all(v) for v in data)
+    return redact(data)
+
+
 def guarded(fn: Callable, outputs: int) -> Callable:
     """Wrap a handler so that a :class:`UserError` is one message and changes nothing else.
 
@@ -60,7 +108,7 @@ def guarded(fn: Callable, outputs: int) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            message = str(exc)
+            message = redact(str(exc))
             log.info("user error in %s: %s", fn.__name__, message)
             if from_api_client():
                 raise gr.Error(message, duration=None, print_exception=False) from None
@@ -74,6 +122,23 @@ def guarded(fn: Callable, outputs: int) -> Callable:
 class AppContext:
     manager: WorkspaceManager
     shared: bool
+    # Whether X-Forwarded-For names the client (behind a Space's or a share link's proxy);
+    # elsewhere anyone could set it, so the peer address does.
+    trust_forwarded: bool = False
+
+    def __post_init__(self):
+        keep_private(self.manager.runs_dir)
+
+    def client(self, request) -> str:
+        """Who is asking, for the per-client limit on new workspaces."""
+        headers = getattr(request, "headers", None) or {}
+        if self.trust_forwarded:
+            forwarded = headers.get("x-forwarded-for", "")
+            first = forwarded.split(",")[0].strip()
+            if first:
+                return first
+        peer = getattr(request, "client", None)
+        return getattr(peer, "host", None) or "unknown"
 
     def ws(self, ws_id: str | None) -> Workspace:
         """The caller's workspace; a clear error if it expired (shared mode)."""

@@ -30,7 +30,7 @@ def _metrics_text(ev) -> str:
 
 
 def unfinished_note(ws, name: str) -> str:
-    """A warning line for a run that did not finish (stopped, failed, still running, incomplete)."""
+    """A warning line for a run that did not finish (stopped, failed, still running, crashed)."""
     status = {n: st for _, n, st in run_entries(ws)}.get(name)
     if status in (None, FINISHED):
         return ""

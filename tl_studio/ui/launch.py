@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from ..workspace import MAX_PER_CLIENT, MAX_TOTAL
+
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace-minutes", type=float, default=30.0,
                    help="shared mode: delete a workspace no tab has touched for this long")
     p.add_argument("--max-upload-mb", type=int, default=200)
+    p.add_argument("--max-workspaces", type=int, default=MAX_TOTAL,
+                   help="shared mode: workspaces open at once, in all (idle ones make room first)")
+    p.add_argument("--max-workspaces-per-client", type=int, default=MAX_PER_CLIENT,
+                   help="shared mode: workspaces open at once for one client address")
 
 
 def is_space() -> bool:
@@ -57,9 +63,15 @@ def run(args: argparse.Namespace, *, block: bool = True):
             raise LaunchError("--auth: expected USER:PASSWORD")
         auth = tuple(args.auth.split(":", 1))
     runs_dir = Path(args.runs_dir).resolve()
-    manager = WorkspaceManager(runs_dir, shared=shared, grace_seconds=args.grace_minutes * 60)
+    limits = {"max_total": getattr(args, "max_workspaces", MAX_TOTAL),
+              "max_per_client": getattr(args, "max_workspaces_per_client", MAX_PER_CLIENT)}
+    for flag, value in zip(("--max-workspaces", "--max-workspaces-per-client"), limits.values()):
+        if value < 1:
+            raise LaunchError(f"{flag}: must be at least 1, got {value}")
+    manager = WorkspaceManager(runs_dir, shared=shared, grace_seconds=args.grace_minutes * 60, **limits)
     manager.start_reaper()
-    demo = build_app(manager)
+    # Behind a share link's or a Space's proxy the peer is the proxy; the header names the client.
+    demo = build_app(manager, trust_forwarded=bool(args.share or is_space()))
     log.info("runs folder %s (%s mode)", runs_dir, "shared" if shared else "local")
     demo.queue(default_concurrency_limit=4)
     demo.launch(

@@ -9,13 +9,14 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from ..atomic import write_text
 from ..data import ImageRejected
 from ..export import ExportError, export_run
 from ..predict import base_predictor, run_predictor
 from ..runs import RunError
 from . import background
 from . import session as S
-from .context import AppContext, fail, guarded
+from .context import AppContext, fail, guarded, redact
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,12 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
                         files = [str(out), str(out.with_suffix(out.suffix + ".json"))]
                     else:
                         found = _evaluation_files(path)
-                        files = [str(p) for k, p in found.items() if (fmt == "card") == (k == "model_card")]
+                        wanted = [p for k, p in found.items() if (fmt == "card") == (k == "model_card")]
+                        if ctx.shared:  # the card and the tables name their server folders; downloads may not
+                            for p in wanted:
+                                if p.suffix in (".csv", ".md", ".json"):
+                                    write_text(p, redact(p.read_text(encoding="utf-8")))
+                        files = [str(p) for p in wanted]
                 except (RunError, ExportError) as exc:
                     raise fail(str(exc)) from None
                 check_stop()  # stopped meanwhile: the files are written, but not offered

@@ -19,7 +19,7 @@ from ..progress import DECODING, EPOCH, EXTRACTING, STEP
 from ..plan import PlanError
 from ..states import validate
 from . import session as S
-from .context import AppContext, fail, guarded
+from .context import AppContext, fail, guarded, redact, redact_all
 from .stores import decoded
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def status_line(job: train.Job | None) -> str:
         word = "Stopping" if s["status"] == train.STOPPING else "Running"
         return f"**{word}** · {phase_text(job.metrics)}{run}"
     if s["status"] == train.FAILED:
-        return f"**Failed:** {s['error']}{run}"
+        return f"**Failed:** {redact(s['error'])}{run}"
     r = job.result
     if r.summary.get("selected_on") == "train-cv" and r.validated:
         word = "Finished" if s["status"] == train.FINISHED else "Stopped"
@@ -114,6 +114,15 @@ def curves(job: train.Job | None) -> tuple[pd.DataFrame | None, pd.DataFrame | N
 # arrived (Gradio 6.31).
 LOSS_COLOURS = {"train loss (per step)": "#5b8def", "validation loss": "#f28e2b"}
 ACC_COLOURS = {"train": "#5b8def", "validation": "#f28e2b"}
+
+
+def public_snapshot(job: train.Job) -> dict:
+    """What an API client holding the job id sees: the run's name, never a server path
+    (a workspace's path holds its id, and the id grants its files)."""
+    snap = job.snapshot()
+    snap.pop("run_dir", None)
+    snap["run"] = job.run_dir.name if job.run_dir else None
+    return redact_all(snap)
 
 
 def current_job(ws) -> train.Job | None:
@@ -185,7 +194,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
                                       value=d.label_smoothing)
         c.weight_decay = gr.Number(label="Weight decay", value=d.weight_decay, minimum=0, maximum=1)
         c.early = gr.Number(label="Early stopping patience (0 = off)", value=d.early_stopping, precision=0, minimum=0)
-        c.seed = gr.Number(label="Seed", value=d.seed, precision=0)
+        c.seed = gr.Number(label="Seed", value=d.seed, precision=0, minimum=0)
         c.device = gr.Dropdown(label="Device", choices=devices.choices(), value=d.device)
     with gr.Row():
         c.start_btn = gr.Button("Start training", variant="primary", elem_id="tl-start")
@@ -245,9 +254,10 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
             job = train.REGISTRY.get(job_id)
         except (train.JobNotFound, TypeError) as exc:
             raise fail(str(exc.args[0])) from None
-        snap = job.snapshot()
+        snap = public_snapshot(job)
         snap["epochs"] = job.metrics.snapshot()["epochs"].to_dict(orient="records")
-        snap["summary"] = job.result.summary if job.result is not None else None
+        summary = getattr(job.result, "summary", None)
+        snap["summary"] = redact_all(summary) if summary is not None else None
         return snap
 
     def stop_job(job_id: str) -> dict:
@@ -257,7 +267,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
         except (train.JobNotFound, TypeError) as exc:
             raise fail(str(exc.args[0])) from None
         job.stop()
-        return job.snapshot()
+        return public_snapshot(job)
 
     gr.api(guarded(poll_job, 1), api_name="poll_job", concurrency_limit=None)
     gr.api(guarded(stop_job, 1), api_name="stop_job", concurrency_limit=None)
