@@ -82,7 +82,7 @@ def test_corners_match_the_source_text(model_name, n, sim, case):
         assert staged.plan.unfreeze_all_at is not None and 0 < staged.plan.unfreeze_all_at < staged.epochs
         assert staged.plan.body_lr_ratio < 1.0
         assert staged.plan.cut_after == plan.cut_after and staged.epochs > rec.epochs
-    assert rec.rationale and "Source text" in rec.rationale
+    assert rec.rationale and "The four cases, " in rec.rationale
     assert rec.estimated_seconds > 0
 
 

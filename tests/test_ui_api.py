@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 
 import pytest
@@ -127,3 +128,30 @@ def test_predict_with_the_base_model_photo(client, tmp_path):
     # And the app goes on serving this workspace.
     again = client.predict(ws, run_name, gradio_client.handle_file(str(DATA / "coffee.jpg")), [], 3, api_name="/predict")
     assert again[1]["label"] == "espresso"
+
+
+# Names Gradio makes up when a component has no label or a gr.api result no name.
+GENERATED = re.compile(r"^(value|parameter)_\d+$|^\d+(st|nd|rd|th)$")
+ENDPOINTS = {"/new_workspace", "/load_demo", "/upload_zip", "/start_training", "/poll_job", "/stop_job", "/predict",
+             "/evaluate", "/export_safetensors", "/export_onnx", "/export_pt2", "/apply_recommendation",
+             "/measure_similarity", "/sweep"}
+
+
+def test_view_api_reads_like_documentation(client):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert ENDPOINTS <= set(info)
+    for name, endpoint in info.items():
+        for p in endpoint["parameters"]:
+            where = f"{name} parameter {p['parameter_name']}"
+            assert not GENERATED.match(p["label"]) and not GENERATED.match(p["parameter_name"]), where
+            assert "Literal[]" not in p["python_type"]["type"], where
+            if p["parameter_name"] in ("ws_id", "run", "job_id"):
+                assert p["python_type"]["type"] == "str", where
+        for r in endpoint["returns"]:
+            assert not GENERATED.match(r["label"]), f"{name} returns {r['label']}"
+            assert r["python_type"]["type"] != "Any", f"{name} returns {r['label']}"
+    start = info["/start_training"]
+    assert [p["parameter_name"] for p in start["parameters"][:3]] == ["ws_id", "model", "epochs"]
+    assert start["returns"][1]["label"] == "Job id"
+    assert info["/poll_job"]["returns"][0]["python_type"]["type"].startswith("dict")
+    assert info["/new_workspace"]["returns"][0]["label"] == "workspace id"

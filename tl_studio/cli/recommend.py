@@ -12,33 +12,41 @@ the recommended cut.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 
-from .common import CLIError
+from .common import (
+    DEFAULT_MODEL,
+    CLIError,
+    add_json_flag,
+    check_model,
+    paragraphs,
+    positive_float,
+    positive_int,
+    print_json,
+    unit_interval,
+)
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
-    from ..registry import DEFAULT_MODEL
-
     s = sub.add_parser(
         "recommend",
         help="recommend a transfer-learning plan (which of the four cases, what to freeze, cut and train)",
         description="Give --images-per-class and --similarity (sliders), or --data DATA to measure them.",
     )
-    s.add_argument("--images-per-class", type=float, metavar="N", help="training images per class")
+    s.add_argument("--images-per-class", type=positive_float, metavar="N", help="training images per class")
     s.add_argument(
-        "--similarity", type=float, metavar="S", help="0 (unrelated to ImageNet photos) .. 1 (the same kind)"
+        "--similarity", type=unit_interval, metavar="S", help="0 (unrelated to ImageNet photos) .. 1 (the same kind)"
     )
-    s.add_argument("--num-classes", type=int, default=None, metavar="K", help="classes (default 2; from --data)")
+    s.add_argument("--num-classes", type=positive_int, default=None, metavar="K",
+                   help="classes (default 2; from --data)")
     s.add_argument("--data", metavar="DATA", help="a dataset (folder, .zip or .csv): measure size and similarity")
     s.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model (default {DEFAULT_MODEL})")
     s.add_argument("--sweep", action="store_true", help="with --data: run the freeze-depth sweep as evidence")
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    s.add_argument("--json", action="store_true", help="one JSON object for scripts")
+    add_json_flag(s)
     s.set_defaults(func=run)
 
 
@@ -46,6 +54,7 @@ def _measure(args, device):
     """(images per class, number of classes, similarity report, sweep or None) for --data."""
     from ..data import DatasetError, load_dataset
     from ..strategy.on_dataset import measure_dataset
+    from .progress import ProgressView
 
     with tempfile.TemporaryDirectory(prefix="tl-studio-recommend-") as work:
         try:
@@ -59,19 +68,16 @@ def _measure(args, device):
             raise CLIError(f"--data {args.data}: no training images")
         if args.sweep and not ds.val_idx:
             raise CLIError(f"--data {args.data}: the sweep needs validation images and the split has none")
-        report, sweep = measure_dataset(args.model, ds, sweep=args.sweep, device=device)
+        with ProgressView() as view:
+            report, sweep = measure_dataset(args.model, ds, sweep=args.sweep, device=device, publish=view)
         return len(ds.train_idx) / k, k, report, sweep
 
 
 def run(args) -> int:
     from ..devices import DeviceError, resolve
-    from ..registry import get_spec
     from ..strategy import recommend
 
-    try:
-        get_spec(args.model)
-    except KeyError as exc:
-        raise CLIError(f"--model: {exc.args[0]}") from None
+    check_model(args.model, pretrained=bool(args.data))  # measuring needs the pretrained weights
     device = None if args.device == "auto" else args.device
     if device is not None:
         try:
@@ -106,16 +112,10 @@ def run(args) -> int:
             similarity_explanation=report.explanation,
         )
     if args.json:
-        print(json.dumps(out, indent=2, ensure_ascii=False, default=_json_default))
+        print_json(out)
     else:
         _print_human(rec, report)
     return 0
-
-
-def _json_default(value):
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
-    return str(value)
 
 
 def _print_human(rec, report) -> None:
@@ -139,6 +139,6 @@ def _print_human(rec, report) -> None:
         print("\nfreeze-depth sweep (linear probe on frozen pooled features):")
         with pd.option_context("display.width", 200, "display.max_columns", None):
             print(rec.sweep.to_string(index=False))
-    print(f"\n{rec.rationale}")
+    print(f"\n{paragraphs(rec.rationale)}")
     if report is not None:
-        print(f"\n{report.explanation}")
+        print(f"\n{paragraphs(report.explanation)}")

@@ -5,6 +5,7 @@
     info = load_run("runs/lite0")          # config, plan, classes, summary; RunError names a bad file
     find_runs("runs")                      # every run folder under a runs folder
     status("runs/lite0")                   # finished | stopped | failed | running | incomplete
+    runs_table("runs")                     # the run history, newest first (runs/table.py)
 
 The training engine writes runs through these functions; everything else
 reads them through these functions. Nothing here imports the trainer.

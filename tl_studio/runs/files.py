@@ -8,7 +8,9 @@
 
 Every file is written atomically (temporary file, then rename). Loading never
 unpickles code: weights are safetensors, and ``last.pt`` is read with
-``torch.load(weights_only=True)`` with no fall-back.
+``torch.load(weights_only=True)`` with no fall-back. torch and safetensors
+load inside the functions that write or read tensors, so listing runs
+(``tl-studio runs``) starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ import logging
 import pickle
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
 from ..atomic import atomic_path
+from ..errors import InputError
 from ..version import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +44,12 @@ CONFIG, METRICS, STEPS, SUMMARY, WEIGHTS, LAST = (
 )
 
 
-class RunError(ValueError):
+class RunError(InputError, ValueError):
     """A run directory or checkpoint that cannot be used; the message names the file."""
 
 
 def versions() -> dict[str, str]:
+    import torch
     import torchvision
 
     return {
@@ -72,6 +77,8 @@ def all_finite(state: dict[str, torch.Tensor]) -> bool:
     tensor: a model has hundreds of small tensors, and on a busy CPU each op's
     fixed cost, not its data, is what a per-epoch checkpoint paid for.
     """
+    import torch
+
     groups: dict[tuple, list[torch.Tensor]] = {}
     for t in state.values():
         if t.is_floating_point() and t.numel():
@@ -80,6 +87,7 @@ def all_finite(state: dict[str, torch.Tensor]) -> bool:
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
     if not all_finite(state):
         # Never write a checkpoint from NaN/inf weights.
         raise RunError(f"{path.name}: refusing to save non-finite weights")
@@ -96,6 +104,7 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     metadata with the next version's weights (a test caught exactly that). One
     ``read_bytes`` sees a single version of the file.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
     try:
@@ -116,6 +125,8 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def save_last(path: Path, payload: dict) -> None:
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -124,6 +135,8 @@ def load_last(path: Path) -> dict:
     """The resume checkpoint: tensors and plain data only, never code."""
     if not path.exists():
         raise RunError(f"{path}: no checkpoint to resume from")
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:

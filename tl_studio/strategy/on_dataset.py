@@ -12,6 +12,7 @@ import logging
 import pandas as pd
 import torch
 
+from ..progress import DECODING, Meter
 from .similarity import MAX_IMAGES, SimilarityReport, measure_similarity
 from .sweep import freeze_depth_sweep
 
@@ -45,11 +46,14 @@ def measure_dataset(
     similarity: bool = True,
     store=None,
     device: str | None = None,
+    publish=None,
 ) -> tuple[SimilarityReport | None, pd.DataFrame | None]:
     """Similarity report (and sweep table) for a :class:`tl_studio.data.Dataset`.
 
     ``store``: an :class:`~tl_studio.data.ImageStore` already decoded for all
     the dataset's items at this model's input size (reused, not decoded again).
+    ``publish`` hears each long step as a :class:`~tl_studio.progress.Progress`:
+    decoding, the feature passes, the sweep's probes.
     """
     from ..data import ImageStore
     from ..registry import get_spec
@@ -63,7 +67,9 @@ def measure_dataset(
     if store is None:
         wanted = sorted(set(sim_idx) | set(tr_idx) | set(va_idx))
         row = {i: r for r, i in enumerate(wanted)}
-        store = ImageStore([dataset.items[i].path for i in wanted], get_spec(model_name).preprocess)
+        decoding = Meter(DECODING, len(wanted), "images", publish).fractions() if publish is not None else None
+        store = ImageStore([dataset.items[i].path for i in wanted], get_spec(model_name).preprocess,
+                           progress=decoding)
         for r, err in store.errors.items():
             log.warning("%s: %s (a blank image stands in for it)", dataset.items[wanted[r]].rel, err)
     else:
@@ -72,6 +78,7 @@ def measure_dataset(
     def take(idx):
         return store.get([row[i] for i in idx]), torch.tensor([labels[i] for i in idx])
 
-    report = measure_similarity(model_name, *take(sim_idx), device=device) if similarity else None
-    table = freeze_depth_sweep(model_name, *take(tr_idx), *take(va_idx), device=device) if sweep else None
+    report = measure_similarity(model_name, *take(sim_idx), device=device, publish=publish) if similarity else None
+    table = (freeze_depth_sweep(model_name, *take(tr_idx), *take(va_idx), device=device, publish=publish)
+             if sweep else None)
     return report, table

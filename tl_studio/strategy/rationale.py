@@ -25,7 +25,7 @@ def _rationale(rec: Recommendation, names: list[str], cut: int, frozen_upto: int
     parts = [
         f"{n:g} images per class is {size} data (the line is {rules.CASE_SPLIT_DATA}), and similarity "
         f"{s:.2f} reads as {kind} ImageNet (the line is {rules.SIMILAR}).",
-        "Source text, " + _CORNER_REASONS[rec.case].format(k=k),
+        "The four cases, " + _CORNER_REASONS[rec.case].format(k=k),
     ]
     # Where this point lies between the corners, and what that changes.
     if rec.case == "small_different" and cut < last and rec.keep_fraction > rules.KEEP_DIFFERENT + 0.1:
@@ -65,7 +65,7 @@ def _rationale(rec: Recommendation, names: list[str], cut: int, frozen_upto: int
     if taps:
         parts.append(
             "Similarity is middling, so the head also reads pooled features of earlier layers "
-            f"({', '.join(names[i] for i in taps)}): the source's second approach, features from several layers."
+            f"({', '.join(names[i] for i in taps)}): the second way to use a base model, features from several layers."
         )
     if rec.plan.unfreeze_all_at is not None:
         parts.append(

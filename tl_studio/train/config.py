@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from ..errors import InputError
+
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 BALANCE = ("none", "weights", "sampler")
@@ -17,7 +19,7 @@ CACHE_DTYPES = ("float32", "float16")
 AUGMENT = ("none", "light", "strong")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A hyper-parameter out of range; the message names the field."""
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from .. import runs
+from ..errors import InputError
 from .metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ QUEUED, RUNNING, STOPPING, STOPPED, FINISHED, FAILED = (
 DONE = (STOPPED, FINISHED, FAILED)
 
 
-class JobNotFound(KeyError):
+class JobNotFound(InputError, KeyError):
     pass
 
 
@@ -121,7 +122,11 @@ class Job:
         except BaseException as exc:  # a crash in a job never takes the process down
             self.status = FAILED
             self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            log.error("job %s failed: %s\n%s", self.id[:8], self.error, traceback.format_exc())
+            # A user's mistake (bad data, NaN loss, weights not cached) is one line; a bug keeps its traceback.
+            if isinstance(exc, InputError):
+                log.error("job %s failed: %s", self.id[:8], self.error)
+            else:
+                log.error("job %s failed: %s\n%s", self.id[:8], self.error, traceback.format_exc())
         finally:
             self.finished = time.time()
             # Release what the job held on the GPU: its tensors die with `work`'s frame.

@@ -15,7 +15,7 @@ import gradio as gr
 from ..workspace import WorkspaceManager
 from . import data_tab, model_tab, predict_tab, strategy_tab, train_tab
 from . import session as session_moves
-from .context import AppContext, fail, guarded
+from .context import AppContext, WorkspaceId, api, fail, guarded
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ pretraining images, the more of the network you can reuse as it is."""
 def build_app(manager: WorkspaceManager) -> gr.Blocks:
     ctx = AppContext(manager=manager, shared=manager.shared)
     with gr.Blocks(title="TL Studio", analytics_enabled=False) as demo:
-        ws_state = gr.BrowserState(None, storage_key="tl-studio-workspace")
+        ws_state = WorkspaceId(None, storage_key="tl-studio-workspace")
         gr.Markdown(INTRO)
         mode_line = gr.Markdown(_mode_text(manager.shared, ready=False), elem_id="tl-mode")
         with gr.Tabs() as tabs:
@@ -112,7 +112,8 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
                 raise fail(str(exc)) from None
             return ws.session.recommendation.to_dict()
 
-    gr.api(guarded(apply_recommendation, 1), api_name="apply_recommendation")
+    api(guarded(apply_recommendation, 1), "apply_recommendation",
+        returns="recommendation")
 
     # Opening the page (or reloading it) attaches to the workspace and restores it.
     def on_load(ws_id, request: gr.Request):
@@ -159,7 +160,7 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
         """A new private workspace id (in local mode, the one shared workspace)."""
         return ctx.manager.attach(None).id
 
-    gr.api(new_workspace, api_name="new_workspace")
+    api(new_workspace, "new_workspace", returns="workspace id")
 
     # Tabs that are open keep their workspace alive; unload (which fires on reload too) deletes nothing.
     heartbeat.tick(ctx.manager.touch, [ws_state], None,

@@ -20,6 +20,13 @@ from .stores import decoded
 
 log = logging.getLogger(__name__)
 
+# Where the app first cites its source (the README does too); elsewhere it says "the four cases".
+SOURCE_NOTE = (
+    "The recommender follows the four cases of *ML | Introduction to Transfer Learning* (GeeksforGeeks, 2021): "
+    "small or large data, similar to or different from the pretraining images (ImageNet). Early layers learn "
+    "generic features, later ones task-specific features, so the more alike your images are, the more of the "
+    "network you can reuse as it is."
+)
 SWEEP_COLUMNS = ["depth", "layer", "val_accuracy", "train_accuracy", "feature_dim"]
 
 
@@ -94,29 +101,31 @@ def measured_sweep(s: S.Session, table) -> S.Session:
 
 def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
     c = SimpleNamespace()
+    gr.Markdown(SOURCE_NOTE)
     with gr.Row():
         with gr.Column(scale=2):
             c.ipc = gr.Slider(label="Images per class", minimum=1, maximum=5000, step=1,
                               value=S.DEFAULT_IMAGES_PER_CLASS, elem_id="tl-ipc")
             c.sim = gr.Slider(
-                label="Similarity to the pretraining images (0 unrelated … 1 the same kind)",
+                label="Similarity to the pretraining images", info="0 unrelated … 1 the same kind",
                 minimum=0.0, maximum=1.0, step=0.01, value=S.DEFAULT_SIMILARITY, elem_id="tl-sim",
             )
             c.second_stage = gr.Checkbox(
-                label="Small & different: add the optional second stage (then train the whole kept network)",
+                label="Optional second stage",
+                info="small & different data: after the new layers, train the whole kept network",
                 value=False,
             )
             with gr.Row():
                 c.measure_btn = gr.Button("Measure from my data", elem_id="tl-measure")
                 c.sweep_btn = gr.Button("Run the freeze-depth sweep", elem_id="tl-sweep")
-            c.measured = gr.Markdown("", elem_id="tl-measured")
-            c.rec = gr.Markdown("", elem_id="tl-rec")
+            c.measured = gr.Markdown("", elem_id="tl-measured", label="Measured similarity")
+            c.rec = gr.Markdown("", elem_id="tl-rec", label="Recommendation")
             c.apply_btn = gr.Button("Apply: fill the checklist, the cut, the head and the settings", variant="primary",
                                     elem_id="tl-apply")
         with gr.Column(scale=2):
             c.cases = gr.Plot(label="The four cases", format="png", show_label=False)
             c.sweep_plot = gr.LinePlot(
-                x="depth", y="val_accuracy", title="Linear probe accuracy by freeze depth",
+                x="depth", y="val_accuracy", title="Linear probe accuracy by freeze depth", label="Sweep curve",
                 x_title="cut after layer (depth index)", y_title="validation accuracy", height=260,
             )
             c.sweep_table = gr.Dataframe(label="Sweep", interactive=False, visible=False)
