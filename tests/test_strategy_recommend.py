@@ -130,7 +130,7 @@ def test_taps_for_small_data_with_middling_similarity():
     assert got["taps"][-1] == got["cut"], "the deepest tap is the last kept layer"
     assert got["frozen"] == got["kept"], "tapped features come from a frozen body (cacheable)"
     assert rec.use_cache
-    assert "second approach" in rec.rationale
+    assert "second way to use a base model" in rec.rationale
     # similar or clearly different small data gets no taps
     assert recommend("resnet18", 40, 0.95, 3, device="cpu").plan.taps == ()
     assert recommend("resnet18", 40, 0.05, 3, device="cpu").plan.taps == ()

@@ -126,8 +126,14 @@ class ProgressView:
     def _draw(self, event: Progress, note: str) -> None:
         from tqdm import tqdm
 
-        if event.phase != self._phase or self._bar is None:
+        # A new phase, or the same phase again from the start (the sweep's feature pass after the
+        # similarity's): a new bar.
+        if event.phase != self._phase or self._bar is None or event.done < self._bar.n:
             if self._bar is not None:
+                # Phases run one after another: a new one means the last ended, even if its final
+                # event came between two polls.
+                if self._bar.total:
+                    self._bar.update(self._bar.total - self._bar.n)
                 self._bar.close()
             self._phase = event.phase
             # A terminal that reports no size (some CI ptys) would hide the bar: assume 100x40 there.
@@ -142,11 +148,7 @@ class ProgressView:
             bar.total = event.total  # the batch was halved: more steps
         if note:
             bar.set_postfix_str(note, refresh=False)
-        if event.done >= bar.n:
-            bar.update(event.done - bar.n)  # tqdm measures the rate from these updates
-        else:
-            bar.n = event.done
-            bar.refresh()
+        bar.update(event.done - bar.n)  # tqdm measures the rate from these updates
 
 
 def _terminal_columns(stream) -> int:

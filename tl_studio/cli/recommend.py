@@ -34,7 +34,9 @@ def add_parser(sub) -> None:
     s = sub.add_parser(
         "recommend",
         help="recommend a transfer-learning plan (which of the four cases, what to freeze, cut and train)",
-        description="Give --images-per-class and --similarity (sliders), or --data DATA to measure them.",
+        description="The four cases of 'ML | Introduction to Transfer Learning' (GeeksforGeeks, 2021): small or "
+                    "large data, similar to or different from ImageNet. Give --images-per-class and --similarity "
+                    "(sliders), or --data DATA to measure them.",
     )
     s.add_argument("--images-per-class", type=positive_float, metavar="N", help="training images per class")
     s.add_argument(
