@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: python bench/run.py
 
 log = logging.getLogger("bench")
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "10", "11")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "10", "11", "12")
 
 
 def _failed(figure: str, name: str, exc: BaseException):
@@ -116,6 +116,10 @@ def main(argv=None) -> int:
     step("11", "default vs linear probe", lambda: evidence(
         seeds=(0,), out_dir=Path(args.out) if args.out else RESULTS, command="python -m bench --only 11"))
 
+    from bench.startup import startup_rows
+
+    step("12", "command line start", lambda: startup_rows(repeats=R + 2))
+
     def app():
         from bench.app_figures import app_rows
 
@@ -130,7 +134,7 @@ def main(argv=None) -> int:
 
     seconds = time.perf_counter() - t_start
     order = {f: i for i, f in enumerate(["1a", "1b", "2", "3", "4", "5", "6", "6b", "6c", "7", "7b", "8", "8b",
-                                         "8c", "10", "11a", "11b", "11c", "11d", "11e", "11f"])}
+                                         "8c", "10", "11a", "11b", "11c", "11d", "11e", "11f", "12", "12b"])}
     rows.sort(key=lambda r: order.get(r.figure, 99))
     info = machine()
     info["repeats"] = str(R)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -17,7 +18,8 @@ ENV = {**os.environ, "TL_STUDIO_OFFLINE": "1"}
 
 def tl(*args, check=True):
     proc = subprocess.run(
-        [sys.executable, "-m", "tl_studio", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600
+        [sys.executable, "-m", "tl_studio", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600,
+        umask=0o022,  # the usual one: created files must come out 0644
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
@@ -27,7 +29,7 @@ def tl(*args, check=True):
 def test_train_predict_export(tmp_path):
     run = tmp_path / "run"
     proc = tl("train", DEMO, "--model", "efficientnet_lite0", "--epochs", "2", "--out", run, "--plan", "head",
-              "--head-solver", "sgd")
+              "--head-solver", "sgd", "--json")
     summary = json.loads(proc.stdout)
     for key in ("best_val_accuracy", "best_epoch", "epochs_run", "train_seconds", "images_per_second", "device"):
         assert key in summary
@@ -37,8 +39,12 @@ def test_train_predict_export(tmp_path):
     out = json.loads(tl("predict", DATA / "coffee.jpg", "--run", run, "--top-k", "2", "--json").stdout)
     assert out[0]["image"].endswith("coffee.jpg") and len(out[0]["predictions"]) == 2
     assert set(out[0]["predictions"][0]) == {"label", "probability"}
-    path = tl("export", run, "--format", "pt2").stdout.strip()
-    assert os.path.exists(path) and path.endswith("model.pt2")
+    exported = json.loads(tl("export", run, "--format", "pt2", "--json").stdout)
+    path = exported["path"]
+    assert os.path.exists(path) and path.endswith("model.pt2") and os.path.exists(exported["metadata"])
+    # Written atomically (temporary file, then rename), yet with the mode the umask gives: 0644.
+    for f in (path, run / "config.json", run / "model.safetensors", run / "metrics.csv"):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o644, f
     # A second train into the same directory is refused unless resuming.
     again = tl("train", DEMO, "--epochs", "1", "--out", run, "--plan", "head", check=False)
     assert again.returncode == 2 and "already holds a run" in again.stderr

@@ -99,3 +99,19 @@ def test_readme_opens_with_the_two_commands():
     assert "bash tests/run.sh" in blocks[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash tests/run.sh" in ci
+
+
+def test_a_port_in_use_is_one_line_naming_the_options(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TL_STUDIO_OFFLINE": "1"}
+        proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--port", str(port), "--runs-dir",
+                               str(tmp_path / "runs")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"--port {port}" in lines[0] and "GRADIO_SERVER_PORT" in lines[0] and "already in use" in lines[0]

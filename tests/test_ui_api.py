@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import time
 
@@ -191,3 +192,28 @@ def test_a_seed_out_of_range_is_refused_before_any_run_folder_is_made(client, tr
                      0, 2**80, "cpu", api_name="/start_training")
     assert "seed: must be a whole number from 0 to" in message
     assert sorted((app.runs_dir.resolve() / "workspaces" / ws / "runs").iterdir()) == runs_before
+# Names Gradio makes up when a component has no label or a gr.api result no name.
+GENERATED = re.compile(r"^(value|parameter)_\d+$|^\d+(st|nd|rd|th)$")
+ENDPOINTS = {"/new_workspace", "/load_demo", "/upload_zip", "/start_training", "/poll_job", "/stop_job", "/predict",
+             "/evaluate", "/export_safetensors", "/export_onnx", "/export_pt2", "/apply_recommendation",
+             "/measure_similarity", "/sweep"}
+
+
+def test_view_api_reads_like_documentation(client):
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert ENDPOINTS <= set(info)
+    for name, endpoint in info.items():
+        for p in endpoint["parameters"]:
+            where = f"{name} parameter {p['parameter_name']}"
+            assert not GENERATED.match(p["label"]) and not GENERATED.match(p["parameter_name"]), where
+            assert "Literal[]" not in p["python_type"]["type"], where
+            if p["parameter_name"] in ("ws_id", "run", "job_id"):
+                assert p["python_type"]["type"] == "str", where
+        for r in endpoint["returns"]:
+            assert not GENERATED.match(r["label"]), f"{name} returns {r['label']}"
+            assert r["python_type"]["type"] != "Any", f"{name} returns {r['label']}"
+    start = info["/start_training"]
+    assert [p["parameter_name"] for p in start["parameters"][:3]] == ["ws_id", "model", "epochs"]
+    assert start["returns"][1]["label"] == "Job id"
+    assert info["/poll_job"]["returns"][0]["python_type"]["type"].startswith("dict")
+    assert info["/new_workspace"]["returns"][0]["label"] == "workspace id"

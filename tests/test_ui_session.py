@@ -103,3 +103,44 @@ def test_the_job_keeps_its_plan_while_the_session_changes(tmp_path, three_classe
     assert info.plan == plan and info.plan.head.num_classes == 4
     assert job.config == config == ws.session.settings
     REGISTRY.forget(job.id)
+
+
+def test_the_onnx_button_is_off_with_a_hint_where_onnx_is_missing(tmp_path, monkeypatch):
+    """The page built as it is where onnx/onnxscript are not installed (the default install has them)."""
+    from tl_studio.ui import predict_tab
+    from tl_studio.ui.app import build_app
+
+    monkeypatch.setattr(predict_tab, "ONNX_OK", False)
+    demo = build_app(WorkspaceManager(tmp_path / "runs", shared=False))
+    props = {c["props"].get("elem_id"): c["props"] for c in demo.config["components"]}
+    assert props["tl-export-onnx"]["interactive"] is False and "not installed" in props["tl-export-onnx"]["value"]
+    assert "pip install onnx onnxscript" in props["tl-export-onnx-hint"]["value"]
+
+
+def test_the_status_line_names_the_phase_a_job_is_in():
+    """Before its first step a job shows what it is doing, as the CLI does: here, decoding images."""
+    import threading
+    import time
+
+    from tl_studio.data import DatasetError
+    from tl_studio.progress import DECODING, Meter
+    from tl_studio.train import JobRegistry, start_job
+
+    gate = threading.Event()
+
+    def data(publish):
+        Meter(DECODING, 10, "images", publish).update(3)
+        gate.wait(30)
+        raise DatasetError("the test ends here")
+
+    job = start_job(Plan.head_only("efficientnet_lite0", 2), TrainConfig(epochs=1, device="cpu"), data,
+                    registry=JobRegistry())
+    try:
+        deadline = time.monotonic() + 30
+        while job.metrics.progress_event() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert train_tab.status_line(job).startswith("**Decoding images** · 3/10 images (30%)")
+    finally:
+        gate.set()
+        job.wait(30)
+    assert "Failed" in train_tab.status_line(job) and "the test ends here" in train_tab.status_line(job)

@@ -11,8 +11,10 @@ import functools
 
 import torch
 
+from .errors import InputError
 
-class DeviceError(ValueError):
+
+class DeviceError(InputError, ValueError):
     pass
 
 

@@ -16,6 +16,7 @@ import torch
 
 from . import runs
 from .atomic import atomic_path, write_json
+from .errors import InputError
 from .predict import Normalized, load_model
 from .registry import get_spec
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("safetensors", "onnx", "pt2")
 
 
-class ExportError(RuntimeError):
+class ExportError(InputError, RuntimeError):
     pass
 
 
@@ -81,11 +82,20 @@ def _dynamic_batch():
     return {"x": {0: torch.export.Dim("batch", min=1, max=1024)}}
 
 
+ONNX_PACKAGES = ("onnx", "onnxscript")  # torch.onnx's exporter needs both; the default install has them
+ONNX_MISSING = "ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript"
+
+
+def onnx_available() -> bool:
+    """Whether ONNX export can run here (checked without importing the packages)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
+
+
 def _onnx(net, size: int, dest: Path, meta: dict) -> None:
-    try:
-        import onnx  # noqa: F401  (the export extra)
-    except ImportError:
-        raise ExportError("ONNX export needs the export extra: pip install 'tl-studio[export]'") from None
+    if not onnx_available():
+        raise ExportError(ONNX_MISSING)
     with atomic_path(dest) as tmp, torch.no_grad():
         program = torch.onnx.export(
             net,
@@ -94,6 +104,7 @@ def _onnx(net, size: int, dest: Path, meta: dict) -> None:
             output_names=["logits"],
             dynamic_shapes=_dynamic_batch(),
             dynamo=True,
+            verbose=False,  # otherwise torch.onnx prints its steps to stdout
         )
         model_proto = program.model_proto
         import onnx

@@ -29,6 +29,8 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Mapping
 
+from .errors import InputError
+
 SCHEMA = "tl-studio/plan"
 # 2: canonical ``layers`` (1 could list redundant entries; it reads the same).
 VERSION = 2
@@ -44,7 +46,7 @@ MAX_HIDDEN = 65_536
 MAX_EPOCH = 10_000  # as TrainConfig's epochs
 
 
-class PlanError(ValueError):
+class PlanError(InputError, ValueError):
     """A plan that cannot be applied to its model; the message says which field and why."""
 
 

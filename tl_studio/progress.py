@@ -5,7 +5,8 @@
 
 The training engine publishes these through its metrics log
 (:meth:`tl_studio.train.MetricsLog.progress_event`); the UI's status line
-and the CLI's progress read them there.
+and the CLI's progress read them there. The strategy's measurements (decoding,
+feature passes, the sweep's probes) take a ``publish`` callback of their own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ EXTRACTING = "extracting"  # the frozen-feature cache being built (images)
 EPOCH = "epoch"  # done: epochs completed, total: epochs planned
 STEP = "step"  # training steps of the current epoch
 PREDICTING = "predicting"  # images through a trained model (an evaluation)
+PROBING = "probing"  # the freeze-depth sweep's linear probes (done/total: layers)
+EXPORTING = "exporting"  # writing an exported model (done/total: files)
 
 
 @dataclass(frozen=True)

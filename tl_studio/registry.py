@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -23,6 +24,8 @@ from .preprocess import Preprocess
 log = logging.getLogger(__name__)
 
 EMBEDDED, CACHED, DOWNLOAD = "embedded", "cached", "download"
+# How the model table words each status: "download" means not on this machine yet.
+WEIGHTS_WORDS = {EMBEDDED: EMBEDDED, CACHED: CACHED, DOWNLOAD: "not cached"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class ModelSpec:
         if self.weights_url is None:
             return EMBEDDED if lite0.weights_path().exists() else DOWNLOAD
         return CACHED if weights.cache_file(self.weights_url).exists() else DOWNLOAD
+
+    def weights_file(self) -> Path:
+        """Where the weights are: inside their package (embedded), or where torchvision caches them."""
+        return lite0.weights_path() if self.weights_url is None else weights.cache_file(self.weights_url)
 
     def build(self, pretrained: bool = True) -> nn.Module:
         """The base network with its original ImageNet head.
@@ -150,7 +157,8 @@ def models_table() -> pd.DataFrame:
             {
                 "model": spec.name,
                 "family": spec.family,
-                "weights": spec.weights_status(),
+                "weights": WEIGHTS_WORDS[spec.weights_status()],
+                "weights_file": str(spec.weights_file()),
                 "input_size": p.input_size,
                 "mean": ",".join(f"{v:.3f}" for v in p.mean),
                 "std": ",".join(f"{v:.3f}" for v in p.std),

@@ -81,14 +81,28 @@ def release_memory() -> bool:
         return False
     trim(0)
     return True
+# Libraries that log routine progress at INFO (onnx_ir: 68 lines per ONNX export): their
+# warnings still show, the rest only with -v. matplotlib announces building its font cache
+# as a warning, once per machine: that too only with -v.
+CHATTY_LOGGERS = {
+    **dict.fromkeys(("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx",
+                     "matplotlib", "PIL", "httpx", "urllib3", "gradio"), logging.WARNING),
+    "matplotlib.font_manager": logging.ERROR,
+}
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """Plain log lines on stderr for the CLI and the app (never in library code)."""
+    """Plain log lines on stderr for the CLI and the app (never in library code).
+
+    Ours at INFO (DEBUG with ``verbose``); other libraries' routine chatter is
+    silenced unless ``verbose``.
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for name, level in CHATTY_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else level)
     # Gradio's analytics threads delay exit by ~20 s offline.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -3,7 +3,8 @@
 :func:`layer_states` is the only place that decides it. The checklist, the
 network picture, the counts line, ``tl-studio layers``, the run's stored
 counts and the engine's ``requires_grad`` (surgery.py) all read its result,
-so they cannot disagree.
+so they cannot disagree. :func:`plan_summary` is the one-line form the run
+history shows (stored in a run's config.json when training starts).
 
 A layer's *state* is frozen, trains or removed: what the user chose for the
 layer as a whole (or removed by the cut). Beside it stand annotations that are
@@ -178,3 +179,29 @@ def layer_states(plan: Plan, lay: Layout | None = None) -> PlanStates:
         ))
     return PlanStates(plan, tuple(states), cut, tuple(taps), frozenset(trainable_names),
                       head_info(plan, lay, cut, taps))
+
+
+def plan_summary(plan: Plan) -> str:
+    """One line: e.g. "frozen 17/18, cut after blocks.14, taps 3, head 2xFC (hidden 256)"."""
+    try:
+        st = layer_states(plan)
+    except PlanError as exc:
+        return f"invalid plan: {exc}"
+    # Layers without parameters (pooling) have nothing to freeze; they are not counted.
+    with_params = [s for s in st.kept if s.params > 0]
+    n_frozen = sum(s.state == FROZEN_S for s in with_params)
+    parts = [f"frozen {n_frozen}/{len(with_params)}"]
+    taps = st.taps
+    if st.cut < len(st.layers) - 1:
+        parts.append(f"cut after {st.layers[st.cut].name}")
+    if taps:
+        parts.append(f"taps {len(taps)}")
+    h = plan.head
+    parts.append(f"head {h.fc_layers}xFC" + (f" (hidden {h.hidden})" if h.hidden else ""))
+    if plan.bn == "train":
+        parts.append("BN trains")
+    if plan.head_warmup_epochs:
+        parts.append(f"head warm-up {plan.head_warmup_epochs}")
+    if plan.unfreeze_all_at is not None:
+        parts.append(f"unfreeze all at epoch {plan.unfreeze_all_at}")
+    return ", ".join(parts)

@@ -15,7 +15,6 @@ needs, and classifies. Two properties matter for training:
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import OrderedDict
 

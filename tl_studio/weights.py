@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = float(os.environ.get("TL_STUDIO_DOWNLOAD_TIMEOUT", "5"))
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(InputError, RuntimeError):
     """Pretrained weights are neither embedded nor cached and cannot be fetched."""
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import tempfile
 
-from .common import CLIError
+from .common import CLIError, add_json_flag, non_negative_int, open_fraction
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("data", help="check a dataset (folder, .zip or .csv) and print its summary")
     s.add_argument("path", help="a folder in ImageFolder layout, a .zip of one, or a CSV of path,label")
-    s.add_argument("--json", action="store_true", help="one JSON object for scripts")
-    s.add_argument("--val-fraction", type=float, default=0.2, metavar="F", help="validation share (default 0.2)")
-    s.add_argument("--seed", type=int, default=0, metavar="S", help="split seed (default 0)")
+    add_json_flag(s)
+    s.add_argument("--val-fraction", type=open_fraction, default=0.2, metavar="F",
+                   help="validation share (default 0.2)")
+    s.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="split seed (default 0)")
     s.set_defaults(func=run)
 
 

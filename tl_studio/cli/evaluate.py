@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import CLIError, print_json, print_table
+from .common import CLIError, add_json_flag, positive_int, print_json, print_table
 
 
 def add_parser(sub) -> None:
@@ -14,12 +14,12 @@ def add_parser(sub) -> None:
     s.add_argument(
         "--data", default=None, help="evaluate on every image of this dataset (default: the run's validation files)"
     )
-    s.add_argument("--top-k", type=int, default=3)
+    s.add_argument("--top-k", type=positive_int, default=3)
     s.add_argument("--device", default="cpu", help="cpu | cuda | mps")
     s.add_argument(
         "--out", default=None, help="folder for figures, CSVs and the model card (default RUN_DIR/evaluation)"
     )
-    s.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_flag(s)
     s.set_defaults(func=run)
 
 
@@ -28,8 +28,6 @@ def run(args) -> int:
     from ..evaluate import EvaluationError, evaluate_run, export_evaluation, metrics_json
     from ..runs import RunError
 
-    if args.top_k < 1:
-        raise CLIError(f"--top-k: must be at least 1, got {args.top_k}")
     try:
         ev = evaluate_run(args.run_dir, data=args.data, top_k=args.top_k, device=args.device)
     except (RunError, EvaluationError, DatasetError) as exc:

@@ -1,25 +1,43 @@
-"""``tl-studio export RUN --format safetensors|onnx|pt2``: write a run's model; prints the path."""
+"""``tl-studio export RUN --format safetensors|onnx|pt2``: write a run's model.
+
+stdout holds exactly the path of the file written (``path=$(tl-studio export ...)``),
+or with ``--json`` the path, its metadata file and the format. What the
+exporters themselves say goes to the log (stderr), only with ``-v``.
+"""
 
 from __future__ import annotations
 
-from .common import CLIError
+import contextlib
+import sys
+
+from .common import add_json_flag, print_json
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("export", help="export a run's model")
-    s.add_argument("run_dir")
+    s = sub.add_parser("export", help="export a run's model (prints the file's path)",
+                       description="Export a run's model. ONNX and pt2 take RGB images in [0, 1] of shape "
+                                   "(N, 3, S, S) and normalise inside; the class names travel with each file.")
+    s.add_argument("run_dir", metavar="RUN_DIR")
     s.add_argument("--format", required=True, choices=["safetensors", "onnx", "pt2"])
     s.add_argument("--out", default=None, help="file to write (default RUN_DIR/export/model.<ext>)")
+    add_json_flag(s)
     s.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..export import ExportError, export_run
-    from ..runs import RunError
+    from ..export import export_run
+    from ..progress import EXPORTING, Meter
+    from .progress import ProgressView
 
-    try:
+    with ProgressView() as view, contextlib.redirect_stdout(sys.stderr):
+        # Exporters (torch.export, onnxscript) may print; stdout is for the path alone.
+        meter = Meter(EXPORTING, 1, "files", view)
+        meter.update(0)
         path = export_run(args.run_dir, args.format, args.out)
-    except (RunError, ExportError) as exc:
-        raise CLIError(str(exc)) from None
-    print(path)
+        meter.update(1)
+    if args.json:
+        print_json({"path": str(path), "metadata": str(path.with_suffix(path.suffix + ".json")),
+                    "format": args.format})
+    else:
+        print(path)
     return 0

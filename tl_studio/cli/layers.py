@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .common import CLIError, print_json, print_table, records
+from .common import CLIError, add_json_flag, print_json, print_table, records
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("layers", help="print a model's layer table")
     s.add_argument("model")
     s.add_argument("--fine", action="store_true", help="every single module, not stages/blocks")
-    s.add_argument("--json", action="store_true")
+    add_json_flag(s)
     s.set_defaults(func=run)
 
 

@@ -1,37 +1,79 @@
-"""The ``tl-studio`` parser and entry point (``[project.scripts]`` and ``python -m tl_studio``)."""
+"""The ``tl-studio`` parser and entry point (``[project.scripts]`` and ``python -m tl_studio``).
+
+Arguments are parsed and checked before anything heavy is imported: the
+command modules import the engine (torch, pandas, gradio) inside ``run``, so
+``tl-studio --help``, ``tl-studio COMMAND --help`` and ``tl-studio runs``
+never load torch.
+
+Exit status: 0 done; 2 a user error (bad input, a missing file, weights not
+cached: one line naming the input, a traceback only with ``-v``); 1 a bug
+(with its traceback); 130 interrupted.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
+import traceback
 
-from . import data, evaluate, export, layers, models, predict, recommend, runs, train, ui
-from .common import CLIError
+from ..errors import InputError
+from ..version import __version__
+from . import cache, data, evaluate, export, layers, models, predict, recommend, runs, train, ui
+from .common import Parser, UsageError
 
 # In the order ``tl-studio --help`` lists them.
-COMMANDS = (models, layers, ui, data, train, predict, export, recommend, evaluate, runs)
+COMMANDS = (models, layers, ui, data, train, predict, export, recommend, evaluate, runs, cache)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tl-studio", description="Transfer learning on images.")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+def parser() -> Parser:
+    p = Parser(prog="tl-studio", description="Transfer learning on images.")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logging, libraries' own messages, and tracebacks for errors")
+    p.add_argument("--version", action="version", version=f"tl-studio {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
     return p
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a KeyError's without its quotes)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     from ..runtime import configure_logging, tune_allocator
 
-    args = parser().parse_args(argv)
     configure_logging(args.verbose)
     tune_allocator()
+    name = f"tl-studio {args.command}"
     try:
         return int(args.func(args) or 0)
-    except CLIError as exc:
-        print(f"tl-studio {args.command}: error: {exc}", file=sys.stderr)
+    except (InputError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        # The user's to fix: one line. With -v, where it came from too.
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{name}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"tl-studio {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error. Python's recipe: point stdout at
+        # devnull so that the interpreter's final flush does not fail again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:  # a bug: keep everything needed to report it
+        traceback.print_exc()
+        print(f"{name}: internal error ({type(exc).__name__}: {one_line(exc)}); this is a bug in tl-studio, "
+              "please report it with the lines above", file=sys.stderr)
+        return 1

@@ -14,39 +14,52 @@ and the similarity on the training split: the plan printed is the plan
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 
-from .common import CLIError
+from .common import (
+    DEFAULT_MODEL,
+    CLIError,
+    add_json_flag,
+    check_model,
+    non_negative_int,
+    open_fraction,
+    paragraphs,
+    positive_float,
+    positive_int,
+    print_json,
+    unit_interval,
+)
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
-    from ..registry import DEFAULT_MODEL
-
     s = sub.add_parser(
         "recommend",
         help="recommend a transfer-learning plan (which of the four cases, what to freeze, cut and train)",
-        description="Give --images-per-class and --similarity (sliders), or --data DATA to measure them.",
+        description="The four cases of 'ML | Introduction to Transfer Learning' (GeeksforGeeks, 2021): small or "
+                    "large data, similar to or different from ImageNet. Give --images-per-class and --similarity "
+                    "(sliders), or --data DATA to measure them.",
     )
-    s.add_argument("--images-per-class", type=float, metavar="N", help="training images per class")
+    s.add_argument("--images-per-class", type=positive_float, metavar="N", help="training images per class")
     s.add_argument(
-        "--similarity", type=float, metavar="S", help="0 (unrelated to ImageNet photos) .. 1 (the same kind)"
+        "--similarity", type=unit_interval, metavar="S", help="0 (unrelated to ImageNet photos) .. 1 (the same kind)"
     )
-    s.add_argument("--num-classes", type=int, default=None, metavar="K", help="classes (default 2; from --data)")
+    s.add_argument("--num-classes", type=positive_int, default=None, metavar="K",
+                   help="classes (default 2; from --data)")
     s.add_argument("--data", metavar="DATA", help="a dataset (folder, .zip or .csv): measure size and similarity")
     s.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model (default {DEFAULT_MODEL})")
-    s.add_argument("--seed", type=int, default=0, help="with --data: the split's seed, as train's (default 0)")
-    s.add_argument("--val-fraction", type=float, default=0.2,
+    s.add_argument("--seed", type=non_negative_int, default=0,
+                   help="with --data: the split's seed, as train's (default 0)")
+    s.add_argument("--val-fraction", type=open_fraction, default=0.2,
                    help="with --data: the validation share when the data has no val/ folder, as train's (default 0.2)")
     s.add_argument("--no-evidence", action="store_true",
                    help="with --data: skip the evidence pass; the four cases decide at a neutral similarity")
     # The freeze-depth sweep is part of the evidence pass now: accepted, changes nothing.
     s.add_argument("--sweep", action="store_true", help=argparse.SUPPRESS)
     s.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    s.add_argument("--json", action="store_true", help="one JSON object for scripts")
+    add_json_flag(s)
     s.set_defaults(func=run)
 
 
@@ -70,13 +83,9 @@ def _measure(args, device):
 
 def run(args) -> int:
     from ..devices import DeviceError, resolve
-    from ..registry import get_spec
     from ..strategy import recommend
 
-    try:
-        get_spec(args.model)
-    except KeyError as exc:
-        raise CLIError(f"--model: {exc.args[0]}") from None
+    check_model(args.model, pretrained=bool(args.data))  # measuring needs the pretrained weights
     device = None if args.device == "auto" else args.device
     if device is not None:
         try:
@@ -87,8 +96,6 @@ def run(args) -> int:
         if args.images_per_class is not None or args.similarity is not None or args.num_classes is not None:
             raise CLIError("--data measures images per class, classes and similarity; drop "
                            "--images-per-class, --similarity and --num-classes, or drop --data")
-        if not 0.0 <= args.val_fraction < 1.0:
-            raise CLIError(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
         rec = _measure(args, device)
     else:
         if args.images_per_class is None or args.similarity is None:
@@ -111,16 +118,10 @@ def run(args) -> int:
             similarity_explanation=report.explanation,
         )
     if args.json:
-        print(json.dumps(out, indent=2, ensure_ascii=False, default=_json_default))
+        print_json(out)
     else:
         _print_human(rec, report)
     return 0
-
-
-def _json_default(value):
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
-    return str(value)
 
 
 def _print_human(rec, report) -> None:
@@ -149,6 +150,6 @@ def _print_human(rec, report) -> None:
                          else "")) for n in curve["layer"]]
         with pd.option_context("display.width", 200, "display.max_columns", None):
             print(curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"\n{rec.rationale}")
+    print(f"\n{paragraphs(rec.rationale)}")
     if report is not None:
-        print(f"\n{report.explanation}")
+        print(f"\n{paragraphs(report.explanation)}")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import CLIError, print_json, print_table, records
+from .common import CLIError, add_json_flag, print_json, print_table, records
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("runs", help="list the runs under a runs folder, newest first")
     s.add_argument("--runs-dir", default="runs")
-    s.add_argument("--json", action="store_true")
+    add_json_flag(s)
     s.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..evaluate import runs_table
+    from ..runs.table import runs_table  # no torch: listing runs starts fast
 
     root = Path(args.runs_dir)
     if not root.is_dir():

@@ -1,31 +1,51 @@
-"""``tl-studio train DATA``: fine-tune a model on a dataset, with progress on stderr (flags are a contract)."""
+"""``tl-studio train DATA``: fine-tune a model on a dataset, with progress on stderr (flags are a contract).
+
+Every argument is checked before the data loads: the model, the run folder,
+a plan file, the device and the hyper-parameters. stdout gets the result
+only: a summary line, or the summary as JSON with ``--json``.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-import time
 from pathlib import Path
 
-from .common import CLIError
+from .common import (
+    DEFAULT_MODEL,
+    CLIError,
+    add_json_flag,
+    check_model,
+    non_negative_int,
+    open_fraction,
+    paragraphs,
+    positive_float,
+    positive_int,
+    print_json,
+    read_plan,
+)
 
 log = logging.getLogger(__name__)
 
+PRESETS = ("auto", "head", "full")
+
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("train", help="fine-tune a model on a dataset")
+    s = sub.add_parser("train", help="fine-tune a model on a dataset",
+                       description="Fine-tune a model on a dataset and write a run folder (--out).")
     s.add_argument("data", help="dataset folder, .zip or .csv")
-    s.add_argument("--model", default="efficientnet_lite0")
-    s.add_argument("--epochs", type=int, default=None, help="default: the recommended number with --plan auto, else 5")
+    s.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model (default {DEFAULT_MODEL})")
+    s.add_argument("--epochs", type=positive_int, default=None,
+                   help="default: the recommended number with --plan auto, else 5")
     s.add_argument("--out", required=True, help="run directory to write")
-    s.add_argument("--plan", default="auto", help="auto | head | full | FILE.json")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--plan", default="auto",
+                   help="auto (recommended for the data) | head | full | FILE.json: a plan, the output of "
+                        "'recommend --json' or a run's config.json")
+    s.add_argument("--seed", type=non_negative_int, default=0)
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--lr", type=float, default=None)
+    s.add_argument("--batch-size", type=positive_int, default=None)
+    s.add_argument("--lr", type=positive_float, default=None, help="learning rate of the new head")
     s.add_argument("--augment", default=None, choices=["none", "light", "strong"])
-    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--val-fraction", type=open_fraction, default=0.2)
     again = s.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue the run in --out (from last.pt; without one it starts over, from its "
@@ -38,6 +58,7 @@ def add_parser(sub) -> None:
                    help="auto (default): a head on frozen features is fitted to convergence (L-BFGS, L2 by "
                         "cross-validation; --epochs is then not used) and body training starts from one; "
                         "sgd: the head trains for epochs")
+    add_json_flag(s)
     s.set_defaults(func=run)
 
 
@@ -49,6 +70,8 @@ def _open_out(out: Path, args):
     """
     from .. import runs
 
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder")
     if not (out / runs.CONFIG).exists():
         return None
     held = runs.live_lock(out)
@@ -70,9 +93,30 @@ def _open_out(out: Path, args):
         raise CLIError(str(exc)) from None
 
 
-def _plan_and_settings(args, dataset, device):
+def _check_before_data(args):
+    """Everything that needs no data, checked before the (slow) import: the plan file, the model, the
+    device and the settings given. Returns the plan read from a file (if any) and the settings given."""
+    from .. import train
+    from ..devices import resolve
+
+    file_plan = None
+    if args.plan not in PRESETS:
+        file_plan = read_plan(args.plan)
+        if file_plan.model != args.model:
+            log.info("using the plan's model %s", file_plan.model)
+            args.model = file_plan.model
+    check_model(args.model, pretrained=not args.random_weights)
+    given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
+                               ("augment", args.augment)) if v is not None}
+    config = train.TrainConfig(seed=args.seed, device=args.device, head_solver=args.head_solver,
+                               **given)  # ConfigError names the field
+    resolve(config.device)  # DeviceError: "no CUDA GPU" before any decoding
+    return file_plan, given
+
+
+def _plan_and_settings(args, dataset, file_plan, device):
     """The plan, hyper-parameters and (for --plan auto) what the evidence pass measured."""
-    from ..plan import Plan, PlanError
+    from ..plan import Plan
 
     n = len(dataset.classes)
     settings: dict = {}
@@ -89,139 +133,76 @@ def _plan_and_settings(args, dataset, device):
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         rec = measured.recommendation
-        log.info("recommended (%s): %s\n%s", rec.basis, rec.case, rec.rationale)
+        log.info("recommended (%s): %s\n%s", rec.basis, rec.case.replace("_", " & "),
+                 paragraphs(rec.rationale, indent="  "))
         settings = {"lr": rec.lr, "augment": rec.augment, "batch_size": rec.batch_size, "epochs": rec.epochs}
         return rec.plan, settings, measured
-    path = Path(choice)
-    try:
-        plan = Plan.from_json(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CLIError(f"--plan {choice}: cannot read ({exc.strerror})") from None
-    except PlanError as exc:
-        raise CLIError(f"--plan {choice}: {exc}") from None
-    if plan.model != args.model:
-        log.info("using the plan's model %s", plan.model)
-        args.model = plan.model
-    if plan.head.num_classes != n:
-        raise CLIError(f"--plan {choice}: head.num_classes is {plan.head.num_classes} but the dataset has {n} classes")
-    return plan, settings, None
-
-
-class _Progress:
-    """A bar on a terminal, plain lines in a pipe."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr  # looked up now: a test may have replaced it since import
-        self.tty = self.stream.isatty()
-        self.last_line = 0.0
-
-    def update(self, snap: dict, epochs_table, final: bool = False) -> None:
-        p = snap["progress"]
-        if not p:
-            if snap["status"] == "queued":
-                self._emit(f"queued (position {snap['queue_position']})", force=False)
-            return
-        done = (p["epoch"] - 1 + p["step"] / max(p["steps_per_epoch"], 1)) / max(p["epochs"], 1)
-        val = ""
-        if len(epochs_table):
-            last = epochs_table.iloc[-1]
-            val = f" val_acc {last['val_accuracy']:.3f} val_loss {last['val_loss']:.3f}"
-        text = (
-            f"epoch {p['epoch']}/{p['epochs']} step {p['step']}/{p['steps_per_epoch']} "
-            f"{p['images_per_second']:.1f} img/s eta {p['eta_seconds']:.0f}s{val}"
-        )
-        if self.tty:
-            width = 24
-            bar = "#" * int(done * width) + "-" * (width - int(done * width))
-            self.stream.write(f"\r[{bar}] {text}\033[K")
-            self.stream.flush()
-        else:
-            self._emit(text, force=final)
-
-    def _emit(self, text: str, force: bool) -> None:
-        now = time.monotonic()
-        if force or now - self.last_line >= 2.0:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-            self.last_line = now
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+    if file_plan.head.num_classes != n:
+        raise CLIError(f"--plan {choice}: head.num_classes is {file_plan.head.num_classes} but the dataset "
+                       f"has {n} classes")
+    return file_plan, settings, None
 
 
 def run(args) -> int:
     from .. import train
-    from ..data import DatasetError, load_dataset
-    from ..plan import PlanError
-    from ..registry import get_spec
+    from ..data import load_dataset
     from ..runs import made_by
     from ..surgery import validate
+    from .progress import ProgressView, follow_job
 
-    try:
-        get_spec(args.model)
-    except KeyError as exc:
-        raise CLIError(exc.args[0]) from None
+    file_plan, given = _check_before_data(args)
     out = Path(args.out)
     stored = _open_out(out, args)
     if stored is not None:  # --resume: the same data split, plan and settings as when it started
         args.seed = stored.config.get("seed", args.seed)
-    try:
-        dataset = load_dataset(args.data, workdir=out / "dataset", val_fraction=args.val_fraction, seed=args.seed)
-    except DatasetError as exc:
-        raise CLIError(str(exc)) from None
+    dataset = load_dataset(args.data, workdir=out / "dataset", val_fraction=args.val_fraction, seed=args.seed)
     device = None if args.device == "auto" else args.device
     measured = None
     if stored is not None:
         plan, settings = stored.plan, dict(stored.config.get("train") or {})
         settings.pop("seed", None)
     else:
-        plan, settings, measured = _plan_and_settings(args, dataset, device)
-    settings["device"] = args.device  # where it trains is not part of the run: a resume may move it
-    try:
-        validate(plan)
-    except PlanError as exc:
-        raise CLIError(str(exc)) from None
+        plan, settings, measured = _plan_and_settings(args, dataset, file_plan, device)
+    validate(plan)
     settings.setdefault("epochs", 5)
-    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr), ("augment", args.augment)):
-        if value is not None:
-            settings[key] = value
+    settings.update(given)
+    settings["device"] = args.device  # where it trains is not part of the run: a resume may move it
+    if stored is None or args.head_solver != "auto":  # a resume keeps its solver unless asked
+        settings["head_solver"] = args.head_solver
     try:
-        if stored is None or args.head_solver != "auto":  # a resume keeps its solver unless asked
-            settings["head_solver"] = args.head_solver
         config = train.TrainConfig.from_dict({**settings, "seed": args.seed})
-        from ..devices import resolve
-
-        resolve(config.device)
     except (train.ConfigError, ValueError) as exc:
         if stored is not None:  # settings this version no longer takes
             raise CLIError(f"{out / 'config.json'}: {exc}{made_by(stored.config)}") from None
-        raise CLIError(str(exc)) from None
+        raise
     if measured is not None and measured.images is not None:
         # The images decoded and the features the evidence pass computed: training reuses both.
         data = train.data_from_dataset(dataset, plan.model, images=measured.images, features=measured.features)
     else:
         def data(publish):
             return train.data_from_dataset(dataset, plan.model, publish=publish)
-    job = train.start_job(
-        plan,
-        config,
-        data,
-        run_dir=out,
-        resume=args.resume,
-        pretrained=not args.random_weights,
-    )
-    bar = _Progress()
-    try:
-        while not job.wait(0.5):
-            bar.update(job.snapshot(), job.metrics.snapshot()["epochs"])
-    except KeyboardInterrupt:
-        job.stop()
-        job.wait()
-    bar.update(job.snapshot(), job.metrics.snapshot()["epochs"], final=True)
-    bar.close()
+    with ProgressView() as view:
+        job = train.start_job(plan, config, data, run_dir=out, resume=args.resume,
+                              pretrained=not args.random_weights)
+        follow_job(job, view)
     if job.status == train.FAILED:
         raise CLIError(job.error or "training failed")
     summary = job.result.summary
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    if args.json:
+        print_json(summary)
+    else:
+        print(_summary_line(out, summary))
     return 0 if job.status == train.FINISHED else 130
+
+
+def _summary_line(out: Path, s: dict) -> str:
+    acc = s.get("val_accuracy", s.get("best_val_accuracy"))
+    if not isinstance(acc, (int, float)):
+        how = "not validated"
+    elif s.get("selected_on") == "train-cv":
+        how = f"val accuracy {acc:.3f} (a head fitted to convergence, L2 {s.get('l2'):.3g} by cross-validation)"
+    else:
+        how = f"best val accuracy {acc:.3f} (epoch {s.get('best_epoch')})"
+    return (f"{out}: {s.get('status', 'finished')}, {s.get('epochs_run')} epoch(s) in "
+            f"{s.get('train_seconds', 0):.1f} s, {how}, {s.get('images_per_second', 0):.0f} img/s on "
+            f"{s.get('device')}")

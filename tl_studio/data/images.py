@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import InputError
+
 log = logging.getLogger(__name__)
 
 # Decided by what PIL detects in the bytes, never by the file's extension.
@@ -37,7 +39,7 @@ JUNK_NAMES = frozenset({"__macosx", ".ds_store", "thumbs.db", "desktop.ini", ".i
 _HASH_CHUNK = 1 << 20
 
 
-class ImageRejected(Exception):
+class ImageRejected(InputError):
     """A file that is not a usable image; the message is the reason shown to the user."""
 
 

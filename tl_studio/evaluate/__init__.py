@@ -12,10 +12,11 @@
 Nothing here imports gradio; the UI calls these functions.
 """
 
+from ..states import plan_summary
 from .compare import compare_base
 from .evaluation import VALIDATION, Evaluation, EvaluationError, confusion_cell, evaluate_run
 from .gradcam import GradCAMResult, GradCAMUnavailable, gradcam
-from .history import compare_runs_figure, delete_run, find_runs, plan_summary, runs_table
+from .history import compare_runs_figure, delete_run, find_runs, runs_table
 from .report import export_evaluation, metrics_json, model_card
 
 __all__ = [

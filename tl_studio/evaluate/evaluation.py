@@ -22,6 +22,7 @@ import torch
 from .. import runs
 from ..data import Dataset, DatasetError, ImageStore, load_dataset
 from ..data.summary import skipped_frame
+from ..errors import InputError
 from ..predict import run_predictor
 from ..progress import PREDICTING, Meter
 from . import metrics
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 VALIDATION = "validation split stored in config.json"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError, ValueError):
     """The run or the data cannot be evaluated; the message names the file or field."""
 
 

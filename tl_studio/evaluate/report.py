@@ -18,8 +18,8 @@ import pandas as pd
 
 from ..atomic import atomic_path, write_text
 from ..registry import get_spec
+from ..states import plan_summary
 from .evaluation import VALIDATION, Evaluation
-from .history import plan_summary
 
 log = logging.getLogger(__name__)
 

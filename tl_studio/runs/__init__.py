@@ -7,6 +7,7 @@
     find_runs("runs")                      # every run folder under a runs folder
     status("runs/lite0")                   # running | finished | stopped | failed | crashed
     with writing("runs/lite0"): ...        # hold run.lock; a killed writer's leftovers go first
+    runs_table("runs")                     # the run history, newest first (runs/table.py)
 
 The training engine writes runs through these functions; everything else
 reads them through these functions. Nothing here imports the trainer.

@@ -8,7 +8,9 @@
 
 Every file is written atomically (temporary file, then rename). Loading never
 unpickles code: weights are safetensors, and ``last.pt`` is read with
-``torch.load(weights_only=True)`` with no fall-back.
+``torch.load(weights_only=True)`` with no fall-back. torch and safetensors
+load inside the functions that write or read tensors, so listing runs
+(``tl-studio runs``) starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ import pickle
 import platform
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pandas as pd
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
+from safetensors import SafetensorError  # no torch: listing runs stays fast
 
 from .. import atomic
+from ..errors import InputError
 from ..version import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ CONFIG, METRICS, STEPS, SUMMARY, WEIGHTS, LAST = (
 )
 
 
-class RunError(ValueError):
+class RunError(InputError, ValueError):
     """A run directory or checkpoint that cannot be used; the message names the file."""
 
 
@@ -74,6 +78,7 @@ def write_json(path: Path, data) -> None:
 
 
 def versions() -> dict[str, str]:
+    import torch
     import torchvision
 
     return {
@@ -101,6 +106,8 @@ def all_finite(state: dict[str, torch.Tensor]) -> bool:
     tensor: a model has hundreds of small tensors, and on a busy CPU each op's
     fixed cost, not its data, is what a per-epoch checkpoint paid for.
     """
+    import torch
+
     groups: dict[tuple, list[torch.Tensor]] = {}
     for t in state.values():
         if t.is_floating_point() and t.numel():
@@ -109,6 +116,7 @@ def all_finite(state: dict[str, torch.Tensor]) -> bool:
 
 
 def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
     if not all_finite(state):
         # Never write a checkpoint from NaN/inf weights.
         raise RunError(f"{path.name}: refusing to save non-finite weights")
@@ -125,6 +133,7 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     metadata with the next version's weights (a test caught exactly that). One
     ``read_bytes`` sees a single version of the file.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
     try:
@@ -145,6 +154,8 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def save_last(path: Path, payload: dict) -> None:
+    import torch
+
     with _naming(path), atomic.atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -153,6 +164,8 @@ def load_last(path: Path) -> dict:
     """The resume checkpoint: tensors and plain data only, never code."""
     if not path.exists():
         raise RunError(f"{path}: no checkpoint to resume from")
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:

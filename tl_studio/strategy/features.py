@@ -20,6 +20,7 @@ normalises them with the model's own mean and std.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from .. import devices
 from ..features.base import BNStats, base_model, check_images, check_labels, normaliser, pass_lock
 from ..layout import layout
 from ..plan import Plan
+from ..progress import EXTRACTING, Meter, Progress
 from ..registry import get_spec
 from ..surgery import TransferModel, body_layer_names
 
@@ -49,10 +51,12 @@ def pooled_features(
     batch_size: int = 32,
     device: str | torch.device | None = None,
     pretrained: bool = True,
+    publish: Callable[[Progress], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Globally pooled outputs of ``layers`` (body layer names) for every image, in one pass.
 
     Returns ``{layer: float32 CPU tensor (N, width)}`` in the order given.
+    ``publish`` hears an "extracting" :class:`~tl_studio.progress.Progress` per batch.
     """
     check_images(images_uint8)
     if not layers:
@@ -67,10 +71,12 @@ def pooled_features(
     widths = pooled_widths(model_name, order)
     norm = normaliser(model_name, device)
     chunks = []
+    meter = _meter(images_uint8.shape[0], publish)
     with torch.inference_mode():
         for start in range(0, images_uint8.shape[0], batch_size):
             h, _ = model.prefix(norm(images_uint8[start : start + batch_size]))
             chunks.append(h.float().cpu())
+            meter(start + h.shape[0])
     flat = torch.cat(chunks)
     parts = dict(zip(order, torch.split(flat, widths, dim=1)))
     return {name: parts[name].contiguous() for name in layers}
@@ -83,8 +89,9 @@ def imagenet_pass(
     batch_size: int = 32,
     device: str | torch.device | None = None,
     pretrained: bool = True,
+    publish: Callable[[Progress], None] | None = None,
 ) -> dict:
-    """Run the whole pretrained network once over the images.
+    """Run the whole pretrained network once over the images (``publish``: as for :func:`pooled_features`).
 
     Returns ``logits`` (N, 1000) and ``features`` (N, D: the classifier's
     input, i.e. the penultimate features), both float32 on the CPU, and
@@ -105,6 +112,7 @@ def imagenet_pass(
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
     ]
     logits, feats = [], []
+    meter = _meter(images_uint8.shape[0], publish)
     with pass_lock:
         hooks = [s.bn.register_forward_pre_hook(s) for s in stats]
         try:
@@ -116,6 +124,7 @@ def imagenet_pass(
                             feats.append(x.flatten(1).float().cpu())
                         x = st.module(x)
                     logits.append(x.float().cpu())
+                    meter(start + x.shape[0])
         finally:
             for h in hooks:
                 h.remove()
@@ -124,3 +133,10 @@ def imagenet_pass(
         "features": torch.cat(feats),
         "bn_kl": [s.kl_to_running() for s in stats],
     }
+
+
+def _meter(total: int, publish: Callable[[Progress], None] | None) -> Callable[[int], object]:
+    """``update(done)`` of an "extracting" meter, or a no-op without a listener."""
+    if publish is None:
+        return lambda done: None
+    return Meter(EXTRACTING, total, "images", publish).update

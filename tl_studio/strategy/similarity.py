@@ -102,18 +102,20 @@ def measure_similarity(
     *,
     batch_size: int = 32,
     device: str | None = None,
+    publish=None,
 ) -> SimilarityReport:
     """Domain similarity to ImageNet and LogME transferability of ``images``.
 
     ``images``: uint8 (N, 3, S, S), already resized and cropped to the
     model's input size; ``labels``: (N,) class indices. Uses at most
-    MAX_IMAGES images (the same share of every class).
+    MAX_IMAGES images (the same share of every class). ``publish`` hears the
+    feature pass's progress.
     """
     check_images(images)
     labels = check_labels(labels, images.shape[0])
     keep = _subsample(images.shape[0], labels)
     images, labels = images[keep], labels[keep]
-    out = imagenet_pass(model_name, images, batch_size=batch_size, device=device)
+    out = imagenet_pass(model_name, images, batch_size=batch_size, device=device, publish=publish)
     return similarity_report(out["logits"], out["features"], out["bn_kl"], labels)
 
 

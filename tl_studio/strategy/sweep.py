@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from ..layout import layout
+from ..progress import PROBING, Meter
 from .features import check_images, check_labels, pooled_features
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,15 @@ def freeze_depth_sweep(
     depths: list[str] | None = None,
     device: str | None = None,
     batch_size: int = 32,
+    publish=None,
 ) -> pd.DataFrame:
     """Validation accuracy of a linear probe on frozen pooled features, per depth.
 
     One row per candidate layer, in network order: ``depth`` (index among the
     body layers), ``layer``, ``position`` (share of the body's forward FLOPs
     up to that layer), ``feature_dim``, ``train_accuracy``, ``val_accuracy``,
-    ``ridge_lambda``.
+    ``ridge_lambda``. ``publish`` hears the feature pass ("extracting") and
+    the probes ("probing", one per layer).
     """
     check_images(train_images, "train_images")
     check_images(val_images, "val_images")
@@ -128,10 +131,11 @@ def freeze_depth_sweep(
     ends = lay.ends
 
     both = torch.cat([train_images, val_images])
-    feats = pooled_features(model_name, both, layers, batch_size=batch_size, device=device)
+    feats = pooled_features(model_name, both, layers, batch_size=batch_size, device=device, publish=publish)
     n_train = train_images.shape[0]
     rows = []
-    for name in layers:
+    probes = Meter(PROBING, len(layers), "layers", publish) if publish is not None else None
+    for done, name in enumerate(layers, 1):
         f = feats[name]
         probe = ridge_probe(f[:n_train], train_y, f[n_train:], val_y, num_classes)
         rows.append(
@@ -144,4 +148,6 @@ def freeze_depth_sweep(
             }
         )
         log.debug("sweep %s: %s", name, probe)
+        if probes is not None:
+            probes.update(done)
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import runs
+from ..states import plan_summary
 from .best import Best
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ class Checkpoints:
             {
                 "model": self.plan.model,
                 "plan": self.plan.to_dict(),
+                # The run history reads this line without building the model (tl-studio runs needs no
+                # torch); the hash tells it whether the plan above is still the one summarised.
+                "plan_summary": {"text": plan_summary(self.plan),
+                                 "plan_sha256": runs.plan_sha256(self.plan.to_dict())},
                 "train": cfg.to_dict(),
                 "seed": cfg.seed,
                 "dataset": {"classes": data.classes, **data.info},

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
+from ..errors import InputError
+
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
 BALANCE = ("none", "weights", "sampler")
@@ -40,7 +42,7 @@ FLOAT_RANGES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A hyper-parameter out of range; the message names the field."""
 
 

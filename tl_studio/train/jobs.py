@@ -32,6 +32,7 @@ from .. import runs
 from ..runtime import release_memory
 from .config import ConfigError
 from .errors import NonFiniteLoss, TrainingFailed
+from ..errors import InputError
 from .metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ KEEP_DONE = 64  # done jobs the registry remembers (their ids still poll); older
 EXPECTED = (runs.RunError, ConfigError, NonFiniteLoss, TrainingFailed, OSError)
 
 
-class JobNotFound(KeyError):
+class JobNotFound(InputError, KeyError):
     pass
 
 
@@ -146,7 +147,9 @@ class Job:
         except BaseException as exc:  # a crash in a job never takes the process down
             self.status = FAILED
             self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if isinstance(exc, EXPECTED):
+            # A user's mistake (bad data, NaN loss, weights not cached, a full disk) is one line; a bug keeps
+            # its traceback.
+            if isinstance(exc, (InputError, *EXPECTED)):
                 log.error("job %s failed: %s", self.id[:8], self.error)
             else:
                 log.error("job %s failed: %s\n%s", self.id[:8], self.error, traceback.format_exc())

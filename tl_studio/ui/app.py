@@ -15,7 +15,7 @@ import gradio as gr
 from ..workspace import WorkspaceLimit, WorkspaceManager
 from . import data_tab, model_tab, predict_tab, strategy_tab, train_tab
 from . import session as session_moves
-from .context import AppContext, fail, guarded
+from .context import AppContext, WorkspaceId, api, fail, guarded
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def build_app(manager: WorkspaceManager, *, trust_forwarded: bool = False) -> gr
     X-Forwarded-For header names the client."""
     ctx = AppContext(manager=manager, shared=manager.shared, trust_forwarded=trust_forwarded)
     with gr.Blocks(title="TL Studio", analytics_enabled=False) as demo:
-        ws_state = gr.BrowserState(None, storage_key="tl-studio-workspace")
+        ws_state = WorkspaceId(None, storage_key="tl-studio-workspace")
         gr.Markdown(INTRO)
         mode_line = gr.Markdown(_mode_text(manager.shared, ready=False), elem_id="tl-mode")
         with gr.Tabs() as tabs:
@@ -118,7 +118,8 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
                 raise fail(str(exc)) from None
             return ws.session.recommendation.to_dict()
 
-    gr.api(guarded(apply_recommendation, 1), api_name="apply_recommendation")
+    api(guarded(apply_recommendation, 1), "apply_recommendation",
+        returns="recommendation")
 
     def attach(ws_id, request):
         try:
@@ -170,7 +171,7 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
         """A new private workspace id (in local mode, the one shared workspace)."""
         return attach(None, request).id
 
-    gr.api(guarded(new_workspace, 1), api_name="new_workspace")
+    api(guarded(new_workspace, 1), "new_workspace", returns="workspace id")
 
     # Tabs that are open keep their workspace alive; unload (which fires on reload too) deletes nothing.
     heartbeat.tick(ctx.manager.touch, [ws_state], None,

@@ -17,6 +17,7 @@ from typing import Callable
 
 import gradio as gr
 
+from ..errors import InputError
 from ..workspace import Workspace, WorkspaceManager
 from .session import Session
 
@@ -107,8 +108,8 @@ def guarded(fn: Callable, outputs: int) -> Callable:
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
-            message = redact(str(exc))
+        except (UserError, InputError) as exc:  # the engine's user errors read the same
+            message = redact(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
             log.info("user error in %s: %s", fn.__name__, message)
             if from_api_client():
                 raise gr.Error(message, duration=None, print_exception=False) from None
@@ -153,7 +154,73 @@ class AppContext:
         return ws
 
 
-# Dropdowns whose choices differ per workspace (runs, classes) are declared with
-# allow_custom_value=True: Gradio would otherwise check API callers' values against
-# the empty construction-time choices. Every handler resolves the name itself
-# (Workspace.run_path and the engine), which is the check that matters.
+# ---- what API clients see (gradio_client's view_api) -------------------------------------
+# Gradio names an output after its component's label ("value_31" without one), a gr.api
+# parameter or output by its position ("1st"), and types each from the component's
+# api_info. These give every endpoint real names and types.
+
+
+class WorkspaceId(gr.BrowserState):
+    """The browser's workspace id (kept across reloads); an API client passes the string /new_workspace gave."""
+
+    is_template = True  # the browser treats it as a gr.BrowserState
+
+    def api_info(self) -> dict:
+        return {"type": "string", "description": "workspace id, from /new_workspace"}
+
+    def get_config(self, cls=None) -> dict:
+        # gr.BrowserState takes no label, so Gradio would call it "parameter_1" in view_api().
+        return {**super().get_config(cls), "label": "workspace id"}
+
+
+class NameDropdown(gr.Dropdown):
+    """A dropdown whose choices differ per workspace (runs, classes): to an API client, a name.
+
+    Made by :func:`name_dropdown`. (No ``__init__`` of its own: Gradio reads a
+    component's settings back through its constructor's signature.)
+    """
+
+    is_template = True
+
+    def api_info(self) -> dict:
+        if self.multiselect:
+            return {"type": "array", "items": {"type": "string"}}
+        return {"type": "string"}
+
+
+def name_dropdown(label: str, **kwargs) -> NameDropdown:
+    """A :class:`NameDropdown` with no choices yet and ``allow_custom_value=True``: Gradio would otherwise
+    check API callers' values against the empty construction-time choices (and type them ``Literal[]``).
+    Every handler resolves the name itself (Workspace.run_path and the engine), which is the check that
+    matters."""
+    return NameDropdown(label=label, choices=[], allow_custom_value=True, **kwargs)
+
+
+class PollTimer(gr.Timer):
+    """A page's polling timer: an output of some events, but nothing an API client receives."""
+
+    is_template = True
+
+    @property
+    def skip_api(self) -> bool:
+        return True
+
+
+def api(fn: Callable, api_name: str, *, returns: str, **kwargs):
+    """``gr.api`` whose parameters and result carry names and types in ``view_api()``.
+
+    ``fn``'s annotations are resolved (this codebase writes ``from __future__
+    import annotations``, which Gradio would type as Any), its parameters are
+    labelled by name, and its result by ``returns``.
+    """
+    import inspect
+
+    original = inspect.unwrap(fn)
+    fn.__signature__ = inspect.signature(original, eval_str=True)
+    dep = gr.api(fn, api_name=api_name, **kwargs)
+    blocks = gr.context.get_blocks_context().blocks
+    for name, block_id in zip(fn.__signature__.parameters, dep["inputs"]):  # a Dependency is its config dict
+        blocks[block_id].label = name
+    for block_id in dep["outputs"]:
+        blocks[block_id].label = returns
+    return dep

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..data import DatasetBuilder, DatasetError, load_dataset
 from . import session as S
-from .context import DEMO_DATA, AppContext, fail, guarded
+from .context import DEMO_DATA, AppContext, fail, guarded, name_dropdown
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
                     c.class_name = gr.Textbox(label="New class name", scale=3)
                     c.add_class_btn = gr.Button("Add class", scale=1)
                 with gr.Row():
-                    c.class_dd = gr.Dropdown(label="Class", choices=[], allow_custom_value=True, scale=3)
+                    c.class_dd = name_dropdown("Class", scale=3)
                     c.remove_class_btn = gr.Button("Remove class", scale=1, variant="stop")
                 c.class_files = gr.File(label="Images for this class", file_count="multiple", type="filepath")
                 with gr.Row():
@@ -74,12 +74,13 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
                         c.capture_btn = gr.Button("Capture one")
                         c.burst = gr.Button("Hold to capture a burst", elem_id="tl-burst")
                         c.bursting = gr.Checkbox(value=False, visible="hidden", elem_id="tl-bursting")
-                        c.class_counts = gr.Markdown("")
+                        c.class_counts = gr.Markdown("", label="Classes so far")
                 c.use_classes_btn = gr.Button("Use these classes as the dataset", variant="primary")
-    c.info = gr.Markdown("No dataset loaded yet.")
+    c.info = gr.Markdown("No dataset loaded yet.", label="Dataset summary")
     with gr.Row():
         c.counts = gr.Dataframe(label="Images per class", interactive=False, wrap=True)
-        c.bar = gr.BarPlot(x="label", y="images", title="Images per class", x_title="class", y_lim=[0, None], height=260)
+        c.bar = gr.BarPlot(x="label", y="images", title="Images per class", x_title="class", y_lim=[0, None], height=260,
+                           label="Class sizes (bar chart)")
     c.gallery = gr.Gallery(label="Samples per class", columns=8, height="auto", object_fit="cover")
     with gr.Row():
         c.skipped = gr.Dataframe(label="Skipped files", interactive=False, wrap=True)

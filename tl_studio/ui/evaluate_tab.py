@@ -10,7 +10,7 @@ import gradio as gr
 from ..evaluate import EvaluationError, compare_runs_figure, confusion_cell, delete_run, evaluate_run, runs_table
 from ..runs import RunError
 from . import background
-from .context import AppContext, fail, guarded
+from .context import AppContext, PollTimer, fail, guarded, name_dropdown
 from .predict_tab import FINISHED, remember_run, run_choices, run_dropdown, run_entries
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,12 @@ def confusion_frame(ev):
 def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
-        c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-eval-run")
+        c.run = name_dropdown("Run", scale=3, elem_id="tl-eval-run")
         c.go = gr.Button("Evaluate on its validation set", variant="primary", scale=2, elem_id="tl-evaluate")
         c.stop_btn = gr.Button("Stop", variant="stop", scale=1, size="sm")
     c.status = gr.Markdown("", elem_id="tl-eval-status")
-    c.timer = gr.Timer(1.0, active=False)
-    c.metrics = gr.Markdown("", elem_id="tl-eval-metrics")
+    c.timer = PollTimer(1.0, active=False)
+    c.metrics = gr.Markdown("", elem_id="tl-eval-metrics", label="Metrics")
     with gr.Row():
         with gr.Column():
             c.normalized = gr.Checkbox(label="Normalise rows (recall per class)", value=False)
@@ -61,8 +61,8 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
             c.confusion_table = gr.Dataframe(label="Confusion counts: click a cell to see its images",
                                              interactive=False, elem_id="tl-confusion-table")
             with gr.Row():
-                c.true_cls = gr.Dropdown(label="True class", choices=[], allow_custom_value=True)
-                c.pred_cls = gr.Dropdown(label="Predicted class", choices=[], allow_custom_value=True)
+                c.true_cls = name_dropdown("True class")
+                c.pred_cls = name_dropdown("Predicted class")
                 c.cell_btn = gr.Button("Show these images", size="sm")
             c.cell = gr.Gallery(label="Images in that cell", columns=6, height="auto")
         with gr.Column():
@@ -72,20 +72,20 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     gr.Markdown("### Run history")
     c.history = gr.Dataframe(interactive=False)  # one line per run; wrapped, the narrow columns broke mid-word
     with gr.Row():
-        c.compare_runs = gr.Dropdown(label="Compare runs (curves overlaid)", choices=[], allow_custom_value=True, multiselect=True, scale=3)
+        c.compare_runs = name_dropdown("Compare runs (curves overlaid)", multiselect=True, scale=3)
         c.compare_btn = gr.Button("Compare", scale=1)
     c.compare_plot = gr.Plot(label="Runs compared", format="png")
     with gr.Row():
-        c.delete_run = gr.Dropdown(label="Delete a run", choices=[], allow_custom_value=True, scale=3)
+        c.delete_run = name_dropdown("Delete a run", scale=3)
         c.delete_btn = gr.Button("Delete", variant="stop", scale=1)
 
-    def evaluate(ws_id, name, normalized):
+    def evaluate(ws_id, run, normalized):
         """Evaluate a run as a stoppable job: the page follows it with a timer; an API client waits."""
         ws = ctx.ws(ws_id)
-        if not name:
+        if not run:
             raise fail("Run: train a model first (tab 4), or choose a run")
         try:
-            path = ws.run_path(name)
+            path = ws.run_path(run)
         except ValueError as exc:
             raise fail(str(exc)) from None
 
@@ -94,17 +94,17 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
                 ev = evaluate_run(path, publish=publish, check_stop=check_stop)
             except (RunError, EvaluationError) as exc:
                 raise fail(str(exc)) from None
-            ws.cache["evaluation"], ws.cache["evaluated"] = ev, name
+            ws.cache["evaluation"], ws.cache["evaluated"] = ev, run
             return ev
 
-        return background.run_for_caller(ws, KIND, work, lambda ev: render(ws, ev, name, normalized), len(outputs))
+        return background.run_for_caller(ws, KIND, work, lambda ev: render(ws, ev, run, normalized), len(outputs))
 
-    def render(ws, ev, name, normalized):
+    def render(ws, ev, run, normalized):
         figs = ev.figures()
         mistakes = [(str(r.path), f"{r.true} → {r.predicted} ({r.probability:.0%})") for r in ev.mistakes(12).itertuples()]
         classes = list(ev.confusion.index)
         return (
-            unfinished_note(ws, name) + _metrics_text(ev),
+            unfinished_note(ws, run) + _metrics_text(ev),
             figs["confusion_normalized" if normalized else "confusion"],
             confusion_frame(ev),
             ev.per_class.round(3),
@@ -121,16 +121,16 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
             return gr.skip()
         return ev.figures()["confusion_normalized" if normalized else "confusion"]
 
-    def cell(ws_id, true_cls, pred_cls):
+    def cell(ws_id, true_class, predicted_class):
         ev = ctx.ws(ws_id).cache.get("evaluation")
         if ev is None:
             raise fail("Evaluate a run first")
         try:
-            rows = confusion_cell(ev, true_cls, pred_cls)
+            rows = confusion_cell(ev, true_class, predicted_class)
         except (KeyError, ValueError) as exc:
             raise fail(str(exc)) from None
         if rows.empty:
-            gr.Info(f"No image of {true_cls} was predicted as {pred_cls}.")
+            gr.Info(f"No image of {true_class} was predicted as {predicted_class}.")
         return [(str(r.path), f"{r.probability:.0%}") for r in rows.itertuples()]
 
     def cell_clicked(ws_id, evt: gr.SelectData):

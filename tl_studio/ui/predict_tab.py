@@ -11,12 +11,12 @@ import pandas as pd
 
 from ..atomic import write_text
 from ..data import ImageRejected
-from ..export import ExportError, export_run
+from ..export import ONNX_MISSING, ExportError, export_run, onnx_available
 from ..predict import base_predictor, run_predictor
 from ..runs import RunError
 from . import background
 from . import session as S
-from .context import AppContext, fail, guarded, redact
+from .context import AppContext, PollTimer, fail, guarded, name_dropdown, redact
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ EXPORT = "export"
 
 
 FINISHED = "finished"
+ONNX_OK = onnx_available()  # checked once: installing a package needs a restart anyway
 
 
 def run_entries(ws) -> list[tuple[str, str, str]]:
@@ -100,7 +101,7 @@ def remember_run(ctx):
 def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
-        c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-predict-run")
+        c.run = name_dropdown("Run", scale=3, elem_id="tl-predict-run")
         c.refresh = gr.Button("Refresh runs", scale=1, size="sm")
         c.top_k = gr.Slider(label="Top-k", minimum=1, maximum=10, step=1, value=3, scale=2)
     with gr.Row():
@@ -116,8 +117,8 @@ def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
             c.cam = gr.Image(label="Grad-CAM: where the fine-tuned model looked", type="pil", height=300)
     c.table = gr.Dataframe(label="All images", interactive=False, wrap=True)
 
-    def predict(ws_id, name, image, files, top_k):
-        ws, path = _run(ctx, ws_id, name)
+    def predict(ws_id, run, image, files, top_k):
+        ws, path = _run(ctx, ws_id, run)
         images = ([image] if image else []) + list(files or [])
         if not images:
             raise fail("Image: upload an image (or take one with the webcam) first")
@@ -177,24 +178,28 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
         "images in [0, 1] of shape (N, 3, S, S) and normalise inside; the class names travel with each file."
     )
     with gr.Row():
-        c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-export-run")
+        c.run = name_dropdown("Run", scale=3, elem_id="tl-export-run")
         c.refresh = gr.Button("Refresh runs", scale=1, size="sm")
     with gr.Row():
         c.safetensors = gr.Button("safetensors")
-        c.onnx = gr.Button("ONNX", elem_id="tl-export-onnx")
+        # Without onnx/onnxscript the button is off and says why (the default install has them).
+        c.onnx = gr.Button("ONNX" if ONNX_OK else "ONNX (not installed)", interactive=ONNX_OK,
+                           elem_id="tl-export-onnx")
         c.pt2 = gr.Button("pt2 (torch.export)", elem_id="tl-export-pt2")
         c.metrics = gr.Button("Metrics CSV")
         c.card = gr.Button("Model card")
     with gr.Row():
         c.status = gr.Markdown("", elem_id="tl-export-status")
         c.stop_btn = gr.Button("Stop", variant="stop", size="sm", scale=0)
-    c.timer = gr.Timer(1.0, active=False)
+    c.timer = PollTimer(1.0, active=False)
+    if not ONNX_OK:
+        gr.Markdown(f"<small>{ONNX_MISSING}, then restart the app.</small>", elem_id="tl-export-onnx-hint")
     c.files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="tl-export-files")
 
     def export(fmt):
-        def run(ws_id, name):
+        def run_export(ws_id, run):
             """Export as a stoppable job (ONNX takes a while): the page follows it; an API client waits."""
-            ws, path = _run(ctx, ws_id, name)
+            ws, path = _run(ctx, ws_id, run)
 
             def work(publish, check_stop):
                 try:
@@ -216,8 +221,7 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
 
             return background.run_for_caller(ws, EXPORT, work, lambda files: files, 1)
 
-        run.__name__ = f"export_{fmt}"
-        return run
+        return run_export
 
     def followed(ws_id):
         job = background.current(ctx.ws(ws_id), EXPORT)

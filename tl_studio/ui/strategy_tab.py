@@ -19,13 +19,21 @@ from ..strategy.evidence import estimate_seconds
 from ..strategy.figures import cases_figure, evidence_figure
 from ..strategy.on_dataset import recommend_for_data
 from . import background, session as S
-from .context import AppContext, fail, guarded
+from .context import AppContext, PollTimer, api, fail, guarded
 from .stores import decoded, feature_store
 
 log = logging.getLogger(__name__)
 
 KIND = "evidence pass"
 CURVE_COLUMNS = ["index", "layer", "accuracy", "se", "feature_dim"]
+# Where the app first cites its source (the README does too); elsewhere it says "the four cases".
+SOURCE_NOTE = (
+    "The recommender follows the four cases of *ML | Introduction to Transfer Learning* (GeeksforGeeks, 2021): "
+    "small or large data, similar to or different from the pretraining images (ImageNet). Early layers learn "
+    "generic features, later ones task-specific features, so the more alike your images are, the more of the "
+    "network you can reuse as it is. Measuring from your data runs the network once over your images and "
+    "probes every layer on your training images: that evidence then decides the cut, the taps and the head."
+)
 
 
 def rec_text(s: S.Session) -> str:
@@ -114,24 +122,26 @@ def start_measuring(ws):
 
 def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
     c = SimpleNamespace()
+    gr.Markdown(SOURCE_NOTE)
     with gr.Row():
         with gr.Column(scale=2):
             c.ipc = gr.Slider(label="Images per class", minimum=1, maximum=5000, step=1,
                               value=S.DEFAULT_IMAGES_PER_CLASS, elem_id="tl-ipc")
             c.sim = gr.Slider(
-                label="Similarity to the pretraining images (0 unrelated … 1 the same kind)",
+                label="Similarity to the pretraining images", info="0 unrelated … 1 the same kind",
                 minimum=0.0, maximum=1.0, step=0.01, value=S.DEFAULT_SIMILARITY, elem_id="tl-sim",
             )
             c.second_stage = gr.Checkbox(
-                label="Small & different: add the optional second stage (then train the whole kept network)",
+                label="Optional second stage",
+                info="small & different data: after the new layers, train the whole kept network",
                 value=False,
             )
             with gr.Row():
                 c.measure_btn = gr.Button("Measure from my data", elem_id="tl-measure", variant="secondary")
                 c.stop_btn = gr.Button("Stop measuring", elem_id="tl-measure-stop", variant="stop", size="sm")
             c.status = gr.Markdown("", elem_id="tl-measure-status")
-            c.measured = gr.Markdown("", elem_id="tl-measured")
-            c.rec = gr.Markdown("", elem_id="tl-rec")
+            c.measured = gr.Markdown("", elem_id="tl-measured", label="Measured similarity")
+            c.rec = gr.Markdown("", elem_id="tl-rec", label="Recommendation")
             c.apply_btn = gr.Button("Apply: fill the checklist, the cut, the head and the settings", variant="primary",
                                     elem_id="tl-apply")
         with gr.Column(scale=2):
@@ -139,7 +149,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
             c.curve_plot = gr.Plot(label="The probe curve", format="png", show_label=False, elem_id="tl-curve")
             c.curve_table = gr.Dataframe(label="Probe curve (cross-validated on the training split)",
                                          interactive=False, visible=False)
-    c.timer = gr.Timer(1.0, active=False)
+    c.timer = PollTimer(1.0, active=False)
     c.outputs = [c.ipc, c.sim, c.second_stage, c.measured, c.rec, c.cases, c.curve_plot, c.curve_table]
     n_out = len(c.outputs)
 
@@ -190,8 +200,8 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
     c.timer.tick(guarded(tick, 2 + n_out), [ws_state], [c.status, c.timer, *c.outputs], api_visibility="private",
                  show_progress="hidden", concurrency_limit=None)
     # API clients: the same pass, synchronously (the freeze-depth sweep is part of it).
-    gr.api(guarded(measure_api, 1), api_name="measure_similarity")
-    gr.api(guarded(measure_api, 1), api_name="sweep")
+    api(guarded(measure_api, 1), "measure_similarity", returns="recommendation")
+    api(guarded(measure_api, 1), "sweep", returns="recommendation")
     c.views = views
     c.cost_text = cost_text
     c.status_of = lambda ws: background.status_text(background.current(ws, KIND), KIND) or cost_text(ws.session)

@@ -15,16 +15,17 @@ import gradio as gr
 import pandas as pd
 
 from .. import devices, train
-from ..progress import DECODING, EPOCH, EXTRACTING, STEP
 from ..plan import PlanError
+from ..progress import DECODING, EPOCH, EXTRACTING, STEP
 from ..states import validate
 from . import session as S
-from .context import AppContext, fail, guarded, redact, redact_all
+from .context import AppContext, PollTimer, api, fail, guarded, redact, redact_all
 from .stores import decoded
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+PHASE_WORDS = {DECODING: "Decoding images", EXTRACTING: "Extracting features (frozen layers, once)"}
 # The form's fields, in the order of start_training's parameters after ws_id and model.
 FORM_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "augment", "label_smoothing",
                "weight_decay", "early_stopping", "seed", "device")
@@ -199,26 +200,28 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
     with gr.Row():
         c.start_btn = gr.Button("Start training", variant="primary", elem_id="tl-start")
         c.stop_btn = gr.Button("Stop", variant="stop", elem_id="tl-stop")
-    c.status = gr.Markdown("No training yet.", elem_id="tl-status")
-    c.job_id = gr.Textbox(label="Job id (for API clients)", interactive=False, visible="hidden")
+    c.status = gr.Markdown("No training yet.", elem_id="tl-status", label="Training status")
+    c.job_id = gr.Textbox(label="Job id", interactive=False, visible="hidden")
     with gr.Row():
         c.loss_plot = gr.LinePlot(
-            x="epoch", y="value", color="series", title="Loss", height=300, elem_id="tl-loss",
+            x="epoch", y="value", color="series", title="Loss", height=300, elem_id="tl-loss", label="Loss curves",
             x_title="epoch", y_title="loss", color_map=LOSS_COLOURS,
         )
         c.acc_plot = gr.LinePlot(
             x="epoch", y="value", color="series", title="Accuracy", height=300, elem_id="tl-acc",
+            label="Accuracy curves",
             x_title="epoch", y_title="accuracy", y_lim=[0, 1], color_map=ACC_COLOURS,
         )
-    c.timer = gr.Timer(POLL_SECONDS, active=False)
+    c.timer = PollTimer(POLL_SECONDS, active=False)
     c.settings = [c.epochs, c.batch_size, c.lr, c.optimizer, c.schedule, c.augment, c.label_smoothing,
                   c.weight_decay, c.early, c.seed, c.device]
 
-    def start_training(ws_id, model, epochs, batch_size, lr, optimizer, schedule, augment, smoothing, wd, early,
-                       seed, device):
+    # Its parameters' names are what view_api() shows API clients.
+    def start_training(ws_id, model, epochs, batch_size, lr, optimizer, schedule, augment, label_smoothing,
+                       weight_decay, early_stopping, seed, device):
         ws = ctx.ws(ws_id)
         config = config_from_form(ws.session.settings, epochs, batch_size, lr, optimizer, schedule, augment,
-                                  smoothing, wd, early, seed, device)
+                                  label_smoothing, weight_decay, early_stopping, seed, device)
         job = start(ws, model, config)
         loss, acc = curves(job)
         return status_line(job), job.id, loss, acc, gr.Timer(active=True)
@@ -249,7 +252,8 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
 
     # API clients hold the job id from start_training and pass it in.
     def poll_job(job_id: str) -> dict:
-        """Status, progress and epoch metrics of a job whose id you hold."""
+        """A job whose id you hold: id, status, error, queue_position, progress, epochs (one row of metrics
+        per epoch) and, once it ended, summary."""
         try:
             job = train.REGISTRY.get(job_id)
         except (train.JobNotFound, TypeError) as exc:
@@ -269,6 +273,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
         job.stop()
         return public_snapshot(job)
 
-    gr.api(guarded(poll_job, 1), api_name="poll_job", concurrency_limit=None)
-    gr.api(guarded(stop_job, 1), api_name="stop_job", concurrency_limit=None)
+    api(guarded(poll_job, 1), "poll_job", concurrency_limit=None,
+        returns="job")
+    api(guarded(stop_job, 1), "stop_job", concurrency_limit=None, returns="job")
     return c
