@@ -13,6 +13,8 @@ def add_parser(sub) -> None:
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", help="a run directory")
     g.add_argument("--model", help="a registry model: its own ImageNet head")
+    s.add_argument("--weights", default=None, metavar="FILE.safetensors",
+                   help="with --model: the base model's weights from this local file")
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run)
@@ -25,8 +27,11 @@ def run(args) -> int:
 
     if args.top_k < 1:
         raise CLIError("--top-k must be at least 1")
+    if args.weights and not args.model:
+        raise CLIError("--weights goes with --model (a run has its own weights)")
     try:
-        pred = Predictor.from_run(args.run) if args.run else Predictor.from_pretrained(args.model)
+        pred = (Predictor.from_run(args.run) if args.run
+                else Predictor.from_pretrained(args.model, pretrained=args.weights or True))
     except (RunError, KeyError) as exc:
         raise CLIError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from None
     except Exception as exc:

@@ -27,7 +27,10 @@ def add_parser(sub) -> None:
     s.add_argument("--augment", default=None, choices=["none", "light", "strong"])
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    s.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
+    w = s.add_mutually_exclusive_group()
+    w.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
+    w.add_argument("--weights", default=None, metavar="FILE.safetensors",
+                   help="start from the base model's weights in this local file (no download)")
     s.set_defaults(func=run)
 
 
@@ -78,6 +81,25 @@ def _measured_similarity(args, dataset) -> float:
     except Exception as exc:  # the recommendation still works from a neutral guess
         log.warning("could not measure similarity (%s); assuming 0.5", exc)
         return 0.5
+
+
+def _pretrained(args):
+    """True (the registry's weights), False (--random-weights) or a checked local file (--weights)."""
+    from ..hub.timm_model import check_weights_file
+    from ..registry import DOWNLOAD, get_spec
+    from ..weights import WeightsUnavailable, offline
+
+    if args.weights is None:
+        if not args.random_weights and offline() and get_spec(args.model).weights_status() == DOWNLOAD:
+            raise CLIError(f"--model {args.model}: its pretrained weights are not cached and the network is off "
+                           "(HF_HUB_OFFLINE / TL_STUDIO_OFFLINE); connect once, pass --weights FILE.safetensors, "
+                           "or use --random-weights")
+        return not args.random_weights
+
+    try:
+        return check_weights_file(args.weights)
+    except WeightsUnavailable as exc:
+        raise CLIError(f"--weights {exc}") from None
 
 
 class _Progress:
@@ -134,6 +156,7 @@ def run(args) -> int:
         get_spec(args.model)
     except KeyError as exc:
         raise CLIError(exc.args[0]) from None
+    pretrained = _pretrained(args)
     out = Path(args.out)
     if out.exists() and not args.resume and (out / "config.json").exists():
         raise CLIError(f"--out {out}: already holds a run; use --resume or another directory")
@@ -163,7 +186,7 @@ def run(args) -> int:
         lambda publish: train.data_from_dataset(dataset, plan.model, publish=publish),
         run_dir=out,
         resume=args.resume,
-        pretrained=not args.random_weights,
+        pretrained=pretrained,
     )
     bar = _Progress()
     try:

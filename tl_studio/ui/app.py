@@ -81,8 +81,9 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
     for event in (data.demo_event, data.zip_event, data.use_event):
         event.success(after_data, [ws_state, model.size_by], after_outputs, api_visibility="private")
     # Another network: the strategy tab recommends for it.
-    model.model_event.success(lambda ws_id: strategy.views(ctx.ws(ws_id).session), [ws_state], strategy.outputs,
-                              api_visibility="private")
+    for event in (model.model_event, *model.hub_events):
+        event.success(lambda ws_id: strategy.views(ctx.ws(ws_id).session), [ws_state], strategy.outputs,
+                      api_visibility="private")
 
     # Apply fills the checklist, cut, taps and head, and the training settings: exactly what the tab shows.
     def apply(ws_id, size_by):
@@ -127,7 +128,7 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
         return (
             ws.id,
             _mode_text(ctx.shared, ready=True),
-            gr.Dropdown(value=s.model),
+            model_tab.model_dropdown(s.model),
             *model_tab.plan_outputs(s.plan, "params"),
             *data_tab.dataset_views(ws),
             *strategy.views(s),
