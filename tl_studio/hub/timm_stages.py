@@ -15,8 +15,8 @@ not written by hand:
   opened into the calls it makes.
 * Work a model does outside its modules (a ViT's class token and position
   embedding, ``_pos_embed``) stays in timm's code: the stem is a *view* of
-  the model, an object of the model's own class that holds only the stem's
-  modules and runs ``forward_features`` with every later module standing
+  the model (views.py), an object of the model's own class that holds only the
+  stem's modules and runs ``forward_features`` with every later module standing
   aside. Pooling is such a view too: ``forward_head(x, pre_logits=True)`` with
   the classifier standing aside, so a ViT's tokens are pooled as timm pools
   them (class token or average, per ``global_pool``), a ConvNeXt's with its
@@ -30,7 +30,6 @@ is the model's, and the result is checked once against ``model(x)``.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from ..stages import Stage
+from .views import pool_view, view
 
 log = logging.getLogger(__name__)
 
@@ -50,70 +50,6 @@ class UnsupportedModel(ValueError):
     """A timm model that is not a chain of layers this decomposition understands; the message says why."""
 
 
-class _StandAside:
-    """Stands in for a module of another stage: returns its input (and iterates as an empty sequence)."""
-
-    def __call__(self, x, *args, **kwargs):
-        return x
-
-    def __iter__(self):
-        return iter(())
-
-    def __len__(self):
-        return 0
-
-    def __repr__(self):
-        return "StandAside()"
-
-
-@functools.cache
-def _view_class(cls: type, role: str) -> type:
-    """A subclass of a timm model class whose forward is one part of the model's own forward."""
-
-    def forward(self, x):
-        if role == "Stem":
-            return cls.forward_features(self, x)
-        return cls.forward_head(self, x, pre_logits=True)
-
-    return type(f"{cls.__name__}{role}", (cls,), {"forward": forward, "__module__": __name__})
-
-
-def _view(module: nn.Module, keep: set[str], role: str | None = None,
-          replace: dict[str, nn.Module] | None = None) -> nn.Module:
-    """An object of ``module``'s class that owns only the children, parameters and buffers in ``keep``.
-
-    Everything else stands aside (children) or is None (parameters). Plain
-    attributes (flags, sizes, the pooling type) are shared with the model, so
-    timm's own methods run on the view unchanged.
-    """
-    cls = _view_class(type(module), role) if role else type(module)
-    view = cls.__new__(cls)
-    nn.Module.__init__(view)
-    for key, value in module.__dict__.items():
-        if key not in view.__dict__:
-            view.__dict__[key] = value
-    view.training = module.training
-    replace = replace or {}
-    for name, child in module._modules.items():
-        if name in replace:
-            view._modules[name] = replace[name]
-        elif name in keep or child is None:
-            view._modules[name] = child
-        else:
-            view.__dict__[name] = _StandAside()
-    for name, p in module._parameters.items():
-        if name in keep or p is None:
-            view._parameters[name] = p
-        else:
-            view.__dict__[name] = None
-    for name, b in module._buffers.items():
-        if name in keep or b is None:
-            view.register_buffer(name, b, persistent=name not in module._non_persistent_buffers_set)
-        else:
-            view.__dict__[name] = b
-    return view
-
-
 @dataclass
 class _Call:
     name: str
@@ -121,8 +57,8 @@ class _Call:
     children: list
 
 
-def _trace(model: nn.Module, x: torch.Tensor) -> list[_Call]:
-    """The module calls ``forward_features`` makes, as a tree (one dry pass)."""
+def _trace(model: nn.Module, x: torch.Tensor) -> tuple[list[_Call], set[str]]:
+    """The module calls ``forward_features`` makes, as a tree, and the children ``forward_head`` calls (one dry pass)."""
     root = _Call("", model, [])
     stack = [root]
 
@@ -142,11 +78,13 @@ def _trace(model: nn.Module, x: torch.Tensor) -> list[_Call]:
             handles += [m.register_forward_pre_hook(pre(name)), m.register_forward_hook(post)]
     try:
         with torch.no_grad():
-            model.forward_features(x)
+            x = model.forward_features(x)
+            features = list(root.children)
+            model.forward_head(x)
     finally:
         for h in handles:
             h.remove()
-    return root.children
+    return features, {c.name.split(".")[0] for c in root.children[len(features):]}
 
 
 def _example(model: nn.Module, n: int, size: int) -> torch.Tensor:
@@ -223,7 +161,7 @@ def _units(model: nn.Module, calls: list[_Call], under: dict[str, set[int]]) -> 
     return [u for u in units if not isinstance(u[1], nn.Identity)]
 
 
-def _stem_view(model, calls, units, layer_of, under) -> tuple[tuple[str, ...] | None, list]:
+def _stem_view(model, calls, head_calls, units, layer_of, under) -> tuple[tuple[str, ...] | None, list]:
     """Parameters the model holds itself (a ViT's class token) are used by its own code, not by a module:
     the stem then is a view of the model. Returns (children the view keeps, the units after the stem)."""
     name_of = type(model).__name__
@@ -241,13 +179,12 @@ def _stem_view(model, calls, units, layer_of, under) -> tuple[tuple[str, ...] | 
         raise UnsupportedModel(f"{name_of}: its stem shares a module with later layers")
     if any(u[2] == stem_lid for u in units):
         raise UnsupportedModel(f"{name_of}: stem parameters are used after the first block")
-    # The view keeps every child but those of later layers and the head's (which hold parameters):
+    # The view keeps what the stem calls and what nobody calls but holds no parameters:
     # a stem may use a module without calling it (EVA's rotary embedding).
-    called = {c.name.split(".")[0] for c in calls}
-    later = {u[0].split(".")[0] for u in units}
-    later |= {n for n, m in model._modules.items() if m is not None and n not in called and under.get(n)}
-    keep = {n for n in model._modules if n not in later} | tops | set(own)
-    return tuple(sorted(keep | {n for n, b in model._buffers.items() if b is not None})), units
+    called = {c.name.split(".")[0] for c in calls} | head_calls
+    idle = {n for n, m in model._modules.items() if m is not None and n not in called and not under.get(n)}
+    keep = tops | idle | set(own) | {n for n, b in model._buffers.items() if b is not None}
+    return tuple(sorted(keep)), units
 
 
 def _body(units, viewed_stem: bool, name_of: str) -> list[tuple[str, list[str]]]:
@@ -291,16 +228,18 @@ def plan_stages(model: nn.Module, input_size: int) -> StagePlan:
     was_training = model.training
     model.eval()
     try:
-        calls = _trace(model, _example(model, 1, input_size))
+        calls, head_calls = _trace(model, _example(model, 1, input_size))
     finally:
         model.train(was_training)
-    stem_view, units = _stem_view(model, calls, _units(model, calls, under), layer_of, under)
+    stem_view, units = _stem_view(model, calls, head_calls, _units(model, calls, under), layer_of, under)
     body = _body(units, stem_view is not None, name_of)
     names = [b[0] for b in body]
     if len(set(names) | {"pool"}) != len(names) + 1:
         raise UnsupportedModel(f"{name_of}: its layers' names collide ({', '.join(names)})")
+    # The pooling view: what forward_head calls, and parameters nothing calls (so that some layer holds them).
     called = {c.name.split(".")[0] for c in calls}
-    pool_keep = tuple(n for n, m in model._modules.items() if m is not None and n not in called)
+    pool_keep = tuple(n for n, m in model._modules.items() if m is not None and n not in called
+                      and (n in head_calls or under.get(n)))
     features = [f["module"] for f in getattr(model, "feature_info", []) if isinstance(f, dict) and f.get("module")]
     modules = dict(model.named_modules())
     groups = tuple(_group(name, features, i) for i, (name, _) in enumerate(body))
@@ -333,32 +272,18 @@ def _kind(name: str, modules: list[nn.Module], index: int) -> str:
     return "block"
 
 
-def _pool_view(model: nn.Module, keep: tuple[str, ...], classifier: str) -> nn.Module:
-    """forward_head(pre_logits=True) on a view that holds the head's modules but not the classifier."""
-    parts = classifier.split(".")
-    if len(parts) == 1:
-        return _view(model, set(keep) - {parts[0]}, "Pool")
-    # A nested classifier (ConvNeXt's head.fc): views down the path, the classifier standing aside.
-    inner = model.get_submodule(".".join(parts[:-1]))
-    inner_view = _view(inner, set(inner._modules) - {parts[-1]})
-    for depth in range(len(parts) - 2, 0, -1):
-        parent = model.get_submodule(".".join(parts[:depth]))
-        inner_view = _view(parent, set(parent._modules), replace={parts[depth]: inner_view})
-    return _view(model, set(keep), "Pool", replace={parts[0]: inner_view})
-
-
 def build_stages(model: nn.Module, plan: StagePlan) -> list[Stage]:
     """The stages of one model (sharing its modules) as ``plan`` places them."""
     out = []
     for i, ((name, paths), group, kind) in enumerate(zip(plan.body, plan.groups, plan.kinds)):
         if i == 0 and plan.stem_view is not None:
-            module = _view(model, set(plan.stem_view), "Stem")
+            module = view(model, set(plan.stem_view), "Stem")
         elif len(paths) == 1 and name == paths[0]:
             module = model.get_submodule(paths[0])
         else:
             module = nn.Sequential(OrderedDict((p.replace(".", "_"), model.get_submodule(p)) for p in paths))
         out.append(Stage(name, module, kind, group))
-    out.append(Stage("pool", _pool_view(model, plan.pool_keep, plan.classifier), "pool", "head"))
+    out.append(Stage("pool", pool_view(model, plan.pool_keep, plan.classifier), "pool", "head"))
     out.append(Stage(plan.classifier, model.get_submodule(plan.classifier), "fc", "classifier", role="classifier"))
     return out
 

@@ -47,8 +47,12 @@ def network_plot(st, size_by: str):
 def plan_outputs(plan: Plan, size_by: str) -> tuple:
     """Values for: checklist, cut, taps, head layers, hidden, dropout, bn, stats, network, table, plan JSON."""
     st = layer_states(plan)  # once per edit: everything below derives from it
-    names = list(layout(plan.model).names)
+    lay = layout(plan.model)
+    names = list(lay.names)
     head_layers, hidden, dropout = checklist.head_values(plan)
+    # LayerNorm models (ViTs, ConvNeXt) have no BatchNorm for the policy to act on.
+    bn = gr.Radio(value=plan.bn, interactive=lay.has_batchnorm,
+                  info=None if lay.has_batchnorm else "this model has no BatchNorm: nothing to choose")
     return (
         gr.CheckboxGroup(choices=checklist.layer_choices(st), value=st.ticked),
         gr.Dropdown(choices=[NO_CUT] + names, value=plan.cut_after or NO_CUT),
@@ -56,7 +60,7 @@ def plan_outputs(plan: Plan, size_by: str) -> tuple:
         head_layers,
         hidden,
         dropout,
-        plan.bn,
+        bn,
         checklist.stats_text(st),
         network_plot(st, size_by),
         checklist.table(st),
