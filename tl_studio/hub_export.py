@@ -71,6 +71,8 @@ def _timm_model(model: TransferModel, classes: list[str]) -> nn.Module:
 def _card(model: TransferModel, info, spec, size: int) -> str:
     from huggingface_hub import ModelCardData
 
+    from .evaluate.history import plan_summary
+
     base = info.config.get("base_weights") or spec.provenance()
     licence = (base.get("licence") or "other").lower()
     data = ModelCardData(
@@ -92,8 +94,7 @@ def _card(model: TransferModel, info, spec, size: int) -> str:
         "",
         "## Training",
         "",
-        f"- Plan: {sum(1 for v in model.plan.layers.values())} explicit layer choices, others {model.plan.default}; "
-        f"BatchNorm in frozen layers: {model.plan.bn}",
+        f"- Plan: {plan_summary(model.plan)} (the whole plan is in the run's config.json)",
         f"- Epochs run: {s.get('epochs_run', '?')}, best epoch {s.get('best_epoch', '?')}",
         f"- Best validation accuracy: {acc:.3f}" if isinstance(acc, (int, float)) else "- Not validated",
         f"- Input: {size}x{size} RGB, preprocessing as in `config.json` (`pretrained_cfg`)",

@@ -1,4 +1,4 @@
-"""``tl-studio models``: the model registry."""
+"""``tl-studio models``: the curated models, then the timm models found in the Hugging Face cache."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from .common import print_json, print_table, records
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("models", help="list the model registry")
+    s = sub.add_parser("models", help="list the curated models and the timm models in the Hugging Face cache")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=run)
 

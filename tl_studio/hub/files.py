@@ -112,7 +112,7 @@ def fetch(hub: HubId, filename: str) -> Path:
         raise WeightsUnavailable(
             f"{where}: {filename} is not in the Hugging Face cache ({cache_dir()}) and the network is off "
             "(HF_HUB_OFFLINE or TL_STUDIO_OFFLINE). Download it once with "
-            f"`huggingface-cli download {hub.repo} {filename}`, or point HF_HUB_CACHE at a cache that has it."
+            f"`hf download {hub.repo} {filename}`, or point HF_HUB_CACHE at a cache that has it."
         )
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError

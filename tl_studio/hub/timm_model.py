@@ -216,7 +216,7 @@ def resolve(name: str) -> TimmSource:
                     cfg_path = files.fetch(hub, CONFIG)
                 except WeightsUnavailable as exc:
                     if registry_cfg is None:
-                        raise HubError(f"model {name!r}: {exc}") from None
+                        raise HubError(str(exc)) from None
                     log.info("%s: using the installed timm's config (%s)", name, exc)
     if cfg_path is not None:
         try:
