@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -205,10 +206,11 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def _timm_hint(name: str) -> str:
-    try:
-        import timm
-    except ImportError:  # pragma: no cover - timm is a dependency
+    """"; did you mean timm/resnet18.a1_in1k?" for a bare timm name (a timm model needs its Hub id)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][\w.-]*", name):
         return ""
+    import timm
+
     tagged = timm.list_pretrained(name) or timm.list_pretrained(f"{name}.*")
     return f"; did you mean timm/{tagged[0]}?" if tagged else ""
 
