@@ -56,3 +56,26 @@ def test_bf16_extraction_stays_close():
     cos = torch.nn.functional.cosine_similarity(low, ref, dim=1)
     assert (cos > 0.99).all()
     assert (low - ref).norm() / ref.norm() < 0.15
+
+
+def test_timm_norm_layers_fold_or_stay_as_they_are():
+    """timm's BatchNormAct2d folds and keeps its activation; a weight-standardised conv is never folded into."""
+    from timm.layers import BatchNormAct2d, StdConv2d
+
+    def randomised(bn):
+        with torch.no_grad():
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+        return bn
+
+    x = torch.randn(2, 3, 16, 16)
+    act = nn.Sequential(nn.Conv2d(3, 8, 3), randomised(BatchNormAct2d(8, act_layer=nn.ReLU))).eval()
+    folded = fold_batchnorm(act)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.ReLU) for m in folded.modules())  # the activation stays
+    torch.testing.assert_close(folded(x), act(x), rtol=1e-4, atol=1e-5)
+    std = nn.Sequential(StdConv2d(3, 8, 3), randomised(nn.BatchNorm2d(8))).eval()
+    kept = fold_batchnorm(std)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in kept.modules())
+    torch.testing.assert_close(kept(x), std(x))

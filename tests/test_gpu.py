@@ -72,3 +72,18 @@ def test_short_real_training_learns():
     cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, device="cuda")
     result = Trainer(plan, cfg, data, pretrained=False).fit()
     assert result.best_val_accuracy > 0.5  # chance is 0.25
+
+
+def test_timm_vit_from_the_hub_trains_on_cuda():
+    """A timm ViT by Hub id (random weights: timm's own config, no download) trains with AMP on the GPU,
+    its frozen prefix (the stem view included) folded and cached on the device."""
+    name = "timm/vit_tiny_patch16_224.augreg_in21k"
+    data = _synthetic(128)
+    names = body_layer_names(name)
+    plan = Plan(model=name, head=Plan.head_only(name, 4).head, default="frozen", layers={names[-3]: "train"})
+    trainer = Trainer(plan, TrainConfig(epochs=2, batch_size=32, device="cuda"), data, pretrained=False)
+    result = trainer.fit()
+    assert result.status == "finished" and trainer.device.type == "cuda"
+    assert trainer.amp_dtype in (torch.bfloat16, torch.float16)
+    assert result.cached  # the frozen blocks ran once, on the GPU
+    assert all(p.device.type == "cuda" for p in trainer.model.parameters())

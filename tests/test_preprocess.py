@@ -46,3 +46,22 @@ def test_to_pixels_resizes_the_shorter_side_then_crops_the_centre():
 def test_one_device_chooser():
     assert devices.resolve(None) == devices.resolve("auto")
     assert devices.resolve("cpu") == torch.device("cpu")
+
+
+def test_every_timm_crop_mode_makes_timms_pixels():
+    """A timm model's preprocessing (crop_pct, crop_mode, bicubic) is timm's own eval transform."""
+    from PIL import Image
+    from timm.data import create_transform
+
+    from tl_studio.data.images import load_rgb
+    from tl_studio.preprocess import Preprocess
+
+    wide = load_rgb(COFFEE)
+    tall = wide.transpose(Image.Transpose.ROTATE_90).crop((0, 0, 300, 420))
+    for mode in ("center", "squash", "border"):
+        p = Preprocess(224, int(224 / 0.9), "bicubic", (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), crop_pct=0.9, crop_mode=mode)
+        theirs = create_transform(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.9, crop_mode=mode,
+                                  mean=p.mean, std=p.std)
+        for img in (wide, tall):
+            ours = Normalize(p)(to_pixels(img, p)[None])[0]
+            torch.testing.assert_close(ours, theirs(img), atol=1e-5, rtol=0, msg=f"crop_mode {mode}")

@@ -1,4 +1,4 @@
-"""Exporting a trained run: safetensors, ONNX, or a torch.export program (pt2).
+"""Exporting a trained run: safetensors, ONNX, a torch.export program (pt2), or a timm Hub folder (hub).
 
 Every format takes RGB images scaled to [0, 1], shape (N, 3, S, S), and
 normalises inside, so a user of the file needs no knowledge of the model's
@@ -22,7 +22,7 @@ from .registry import get_spec
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("safetensors", "onnx", "pt2")
+FORMATS = ("safetensors", "onnx", "pt2", "hub")
 
 
 class ExportError(InputError, RuntimeError):
@@ -43,6 +43,13 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
     if fmt not in FORMATS:
         raise ExportError(f"format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run_dir = Path(run_dir)
+    if fmt == "hub":  # a folder timm loads from the Hugging Face Hub (hub_export.py)
+        from .hub_export import export_hub
+
+        try:
+            return export_hub(run_dir, out)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
     model, info = load_model(run_dir)
     pre = get_spec(info.plan.model).preprocess
     net = Normalized(model, pre).eval()

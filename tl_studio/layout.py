@@ -22,6 +22,23 @@ from torch.utils.flop_counter import FlopCounterMode
 from .registry import get_spec
 
 _lock = threading.Lock()
+
+
+def _count_cpu_attention() -> None:
+    """Count the CPU's fused attention as torch counts the GPU's (it has no formula, so read 0 FLOPs).
+
+    timm's ViTs (and torchvision's MultiheadAttention) run ``scaled_dot_product_attention``,
+    which on the CPU dispatches to this op: without it a ViT block's attention is missing from its FLOPs.
+    """
+    from torch.utils import flop_counter
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    gpu = flop_counter.flop_registry.get(torch.ops.aten._scaled_dot_product_flash_attention)
+    if op is not None and gpu is not None and op not in flop_counter.flop_registry:
+        flop_counter.flop_registry[op] = gpu  # same arguments: query, key, value first
+
+
+_count_cpu_attention()
 _BN = (nn.modules.batchnorm._BatchNorm,)
 # Modules that use their children's weights functionally count as one leaf.
 _ATOMIC = (nn.MultiheadAttention,)

@@ -90,10 +90,14 @@ class Predictor:
         return cls(model, info.classes, info.plan.model, device)
 
     @classmethod
-    def from_pretrained(cls, model_name: str, device: str = "cpu") -> "Predictor":
-        """The base network with its original ImageNet head."""
+    def from_pretrained(cls, model_name: str, device: str = "cpu", pretrained=True) -> "Predictor":
+        """The base network with its original head (``pretrained``: True, or a local .safetensors file)."""
         spec = get_spec(model_name)
-        return cls(spec.build(pretrained=True), spec.categories, model_name, device)
+        categories = spec.categories
+        if not categories:
+            raise ValueError(f"{model_name} has no classifier of its own (a feature backbone): "
+                             "train a head on your data first")
+        return cls(spec.build(pretrained=pretrained), categories, model_name, device)
 
     def inputs(self, images) -> torch.Tensor:
         return torch.stack([image_to_input(im, self.preprocess) for im in images])

@@ -5,8 +5,14 @@ taken from the weights), and everything that feeds a network goes through
 these two steps with it: the image store, training, the strategy's feature
 passes, prediction, Grad-CAM and the exported models.
 
-    pixels = to_pixels(rgb_image, p)        # PIL RGB -> uint8 (3, S, S): shorter side resized, centre crop
+    pixels = to_pixels(rgb_image, p)        # PIL RGB -> uint8 (3, S, S): resized, centre-cropped (p.crop_mode)
     x = Normalize(p)(batch)                 # uint8 or [0, 1] float (N, 3, S, S) -> (x / 255 - mean) / std
+
+The geometry follows timm's eval transform (``transforms_imagenet_eval``):
+``resize_size`` is ``input_size / crop_pct``; crop mode "center" resizes the
+shorter side to it and crops the centre (torchvision's weights do the same),
+"squash" resizes both sides to it (aspect ratio not kept) and crops, "border"
+fits the longer side and pads with the mean colour.
 
 Images stay uint8 until the last moment (a quarter of the memory of float,
 decoded once); scaling and normalising happen in batches on the device.
@@ -27,13 +33,20 @@ from torchvision.transforms.v2 import functional as TF
 class Preprocess:
     """How an image becomes the network's input tensor."""
 
-    # geometry: resize the shorter side, then centre-crop to a square
+    # geometry: resize (to resize_size, as crop_mode says), then centre-crop to a square
     input_size: int = 224
     resize_size: int = 256
     interpolation: str = "bilinear"
     # normalisation of [0, 1] pixels
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # timm's names: the share of the resized image the crop keeps (None: input_size / resize_size)
+    crop_pct: float | None = None
+    crop_mode: str = "center"  # "center" | "squash" | "border"
+
+    def __post_init__(self):
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode: one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}")
 
     def to_dict(self) -> dict:
         return {
@@ -42,13 +55,48 @@ class Preprocess:
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
+            "crop_pct": self.crop_fraction,
+            "crop_mode": self.crop_mode,
         }
+
+    @property
+    def crop_fraction(self) -> float:
+        return self.crop_pct if self.crop_pct is not None else round(self.input_size / self.resize_size, 4)
+
+    def timm_config(self) -> dict:
+        """The same settings with timm's key names (``resolve_data_config``'s), as ``layers --json`` shows them."""
+        return {
+            "input_size": [3, self.input_size, self.input_size],
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_fraction,
+            "crop_mode": self.crop_mode,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+CROP_MODES = ("center", "squash", "border")
 
 
 def to_pixels(img: Image.Image, p: Preprocess) -> torch.Tensor:
     """An upright RGB PIL image as the model's uint8 input (3, S, S)."""
-    img = TF.resize(img, [p.resize_size], interpolation=InterpolationMode(p.interpolation), antialias=True)
-    img = TF.center_crop(img, [p.input_size, p.input_size])
+    mode = InterpolationMode(p.interpolation)
+    s = p.input_size
+    if p.crop_mode == "squash":
+        img = TF.resize(img, [p.resize_size, p.resize_size], interpolation=mode, antialias=True)
+    elif p.crop_mode == "border":
+        w, h = img.size
+        scale = p.resize_size / max(w, h)
+        size = [max(1, round(h * scale)), max(1, round(w * scale))]
+        img = TF.resize(img, size, interpolation=mode, antialias=True)
+        # Pad to the square with the mean colour (timm's CenterCropOrPad fill), then crop.
+        pad_w, pad_h = max(s - size[1], 0), max(s - size[0], 0)
+        if pad_w or pad_h:
+            fill = tuple(round(255 * v) for v in p.mean)
+            img = TF.pad(img, [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2], fill=fill)
+    else:
+        img = TF.resize(img, [p.resize_size], interpolation=mode, antialias=True)
+    img = TF.center_crop(img, [s, s])
     return TF.pil_to_tensor(img)
 
 

@@ -67,6 +67,44 @@ class ViTTokens(nn.Module):
         return self.dropout(x + self.pos_embedding)
 
 
+class GlobalPool(nn.Module):
+    """Pool whatever a layer outputs to one vector per image (what a tap or a cut body feeds the head).
+
+    (B, C, H, W) maps average over space; (B, D) vectors pass through.
+    (B, N, D) token sequences pool as the model pools them: timm's ViTs keep
+    the class token (``global_pool="token"``) or average the patch tokens
+    after their ``num_prefix_tokens`` (class and register tokens); any other
+    model averages every token.
+    """
+
+    def __init__(self, tokens: str = "avg", prefix_tokens: int = 0):
+        super().__init__()
+        self.tokens = tokens
+        self.prefix_tokens = prefix_tokens
+
+    @classmethod
+    def for_model(cls, base: nn.Module) -> "GlobalPool":
+        """The pooling a base model's tokens need, read from timm's attributes when it has them."""
+        pool, prefix = getattr(base, "global_pool", None), getattr(base, "num_prefix_tokens", None)
+        if isinstance(pool, str) and isinstance(prefix, int):
+            if pool == "token" and prefix > 0:
+                return cls("token", prefix)
+            return cls("avg", prefix)
+        return cls()
+
+    def forward(self, x):
+        if x.ndim == 4:
+            return x.mean(dim=(2, 3))
+        if x.ndim == 3:
+            if self.tokens == "token":
+                return x[:, 0]
+            return x[:, self.prefix_tokens:].mean(dim=1)
+        return x.flatten(1)
+
+    def extra_repr(self) -> str:
+        return f"tokens={self.tokens!r}, prefix_tokens={self.prefix_tokens}" if self.prefix_tokens else ""
+
+
 class ClassToken(nn.Module):
     """ViT's own pooling: the class token."""
 

@@ -24,26 +24,12 @@ from torch import nn
 from .layout import layout, pooled_width
 from .plan import Plan, PlanError
 from .registry import get_spec
+from .stages import GlobalPool
 from .states import layer_states, phase_plan, validate
 
 log = logging.getLogger(__name__)
 
 _BN = (nn.modules.batchnorm._BatchNorm,)
-
-
-class GlobalPool(nn.Module):
-    """Pool whatever a layer outputs to one vector per image.
-
-    (B, C, H, W) maps average over space; (B, N, D) token sequences average
-    over tokens; (B, D) vectors pass through.
-    """
-
-    def forward(self, x):
-        if x.ndim == 4:
-            return x.mean(dim=(2, 3))
-        if x.ndim == 3:
-            return x.mean(dim=1)
-        return x.flatten(1)
 
 
 def build_head(in_features: int, num_classes: int, hidden: int, dropout: float) -> nn.Sequential:
@@ -83,7 +69,7 @@ class TransferModel(nn.Module):
         self.body = nn.ModuleList([s.module for s in stage_list])
         self.taps = taps
         self._tap_set = frozenset(taps)
-        self.pool = GlobalPool()
+        self.pool = GlobalPool.for_model(base)
         self.feature_dim = self.layout.width([self.layer_names[i] for i in (taps or [cut])])
         h = plan.head
         self.head = build_head(self.feature_dim, h.num_classes, h.hidden, h.dropout)

@@ -20,6 +20,10 @@ def recommendation(args, dataset, device):
     from ..strategy.on_dataset import recommend_for_data
 
     evidence = not getattr(args, "no_evidence", False)
+    if evidence and getattr(args, "weights", None):
+        # The cached passes are of the registry's weights; a local file is another network.
+        log.info("--weights: no evidence pass (it measures the registry's weights); the four cases decide")
+        evidence = False
     if evidence:
         seconds = estimate_seconds(args.model, len(dataset.paths), len(dataset.train_idx), device)
         log.info("evidence pass: %s over %d images once, then probes on the %d training images; about %.0f s "

@@ -1,8 +1,13 @@
-"""``tl-studio export RUN --format safetensors|onnx|pt2``: write a run's model.
+"""``tl-studio export RUN --format safetensors|onnx|pt2|hub``: write a run's model.
 
-stdout holds exactly the path of the file written (``path=$(tl-studio export ...)``),
+stdout holds exactly the path of the file (or folder) written (``path=$(tl-studio export ...)``),
 or with ``--json`` the path, its metadata file and the format. What the
 exporters themselves say goes to the log (stderr), only with ``-v``.
+
+``hub`` writes a folder (config.json, model.safetensors, README.md) that
+``timm.create_model("hf_hub:ORG/NAME")`` loads once it is uploaded with
+``hf upload ORG/NAME FOLDER .``; it needs a timm backbone whose plan keeps
+every layer and has a linear head.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ def add_parser(sub) -> None:
                        description="Export a run's model. ONNX and pt2 take RGB images in [0, 1] of shape "
                                    "(N, 3, S, S) and normalise inside; the class names travel with each file.")
     s.add_argument("run_dir", metavar="RUN_DIR")
-    s.add_argument("--format", required=True, choices=["safetensors", "onnx", "pt2"])
-    s.add_argument("--out", default=None, help="file to write (default RUN_DIR/export/model.<ext>)")
+    s.add_argument("--format", required=True, choices=["safetensors", "onnx", "pt2", "hub"])
+    s.add_argument("--out", default=None, help="file (folder for hub) to write (default RUN_DIR/export/model.<ext>, "
+                   "RUN_DIR/export/hub)")
     add_json_flag(s)
     s.set_defaults(func=run)
 

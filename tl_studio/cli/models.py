@@ -1,4 +1,5 @@
-"""``tl-studio models``: the model registry, and where each model's weights are."""
+"""``tl-studio models``: the curated models (whether their weights are cached, and where), then the timm
+models found in the Hugging Face cache."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ TABLE = ["model", "weights", "input_size", "description", "weights_file"]
 
 def add_parser(sub) -> None:
     s = sub.add_parser("models", help="list the models, whether their weights are cached, and where",
-                       description="Every registered model. weights: embedded (inside a package), cached "
-                                   "(downloaded before) or not cached (downloads on first use, needs the network).")
+                       description="Every curated model, then the timm models in the Hugging Face cache. weights: "
+                                   "embedded (inside a package), cached (downloaded before) or not cached "
+                                   "(downloads on first use, needs the network).")
     add_json_flag(s)
     s.set_defaults(func=run)
 

@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", help="a run directory")
     g.add_argument("--model", help="a registry model: its own ImageNet head")
+    s.add_argument("--weights", default=None, metavar="FILE.safetensors",
+                   help="with --model: the base model's weights from this local file")
     s.add_argument("--top-k", type=positive_int, default=5)
     add_json_flag(s)
     s.set_defaults(func=run)
@@ -39,11 +41,14 @@ def run(args) -> int:
     from ..data.images import ImageRejected
     from ..predict import Predictor
 
+    if args.weights and not args.model:
+        raise CLIError("--weights goes with --model (a run has its own weights)")
     if args.model is not None:
-        check_model(args.model)
+        check_model(args.model, pretrained=not args.weights)
     if len(args.images) == 1 and (why := _unreadable(args.images[0])):
         raise CLIError(f"{args.images[0]}: {why}")  # before the model loads
-    pred = Predictor.from_run(args.run) if args.run else Predictor.from_pretrained(args.model)
+    pred = (Predictor.from_run(args.run) if args.run
+            else Predictor.from_pretrained(args.model, pretrained=args.weights or True))
     results, bad = [], 0
     for image in args.images:
         why = _unreadable(image)

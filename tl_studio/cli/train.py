@@ -51,7 +51,10 @@ def add_parser(sub) -> None:
                        help="continue the run in --out (from last.pt; without one it starts over, from its "
                             "saved weights if any), with the plan and settings it was started with")
     again.add_argument("--overwrite", action="store_true", help="delete the run in --out and start over")
-    s.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
+    w = s.add_mutually_exclusive_group()
+    w.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
+    w.add_argument("--weights", default=None, metavar="FILE.safetensors",
+                   help="start from the base model's weights in this local file (no download)")
     s.add_argument("--no-evidence", action="store_true",
                    help="--plan auto: skip the evidence pass; the four cases decide at a neutral similarity")
     s.add_argument("--head-solver", default="auto", choices=["auto", "sgd"],
@@ -105,7 +108,7 @@ def _check_before_data(args):
         if file_plan.model != args.model:
             log.info("using the plan's model %s", file_plan.model)
             args.model = file_plan.model
-    check_model(args.model, pretrained=not args.random_weights)
+    check_model(args.model, pretrained=not (args.random_weights or args.weights))
     given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr),
                                ("augment", args.augment)) if v is not None}
     config = train.TrainConfig(seed=args.seed, device=args.device, head_solver=args.head_solver,
@@ -143,6 +146,19 @@ def _plan_and_settings(args, dataset, file_plan, device):
     return file_plan, settings, None
 
 
+def _pretrained(args):
+    """True (the registry's weights), False (--random-weights) or a checked local file (--weights)."""
+    from ..hub.timm_model import check_weights_file
+    from ..weights import WeightsUnavailable
+
+    if args.weights is None:
+        return not args.random_weights
+    try:
+        return check_weights_file(args.weights)
+    except WeightsUnavailable as exc:
+        raise CLIError(f"--weights {exc}") from None
+
+
 def run(args) -> int:
     from .. import train
     from ..data import load_dataset
@@ -151,6 +167,7 @@ def run(args) -> int:
     from .progress import ProgressView, follow_job
 
     file_plan, given = _check_before_data(args)
+    pretrained = _pretrained(args)
     out = Path(args.out)
     stored = _open_out(out, args)
     if stored is not None:  # --resume: the same data split, plan and settings as when it started
@@ -182,8 +199,7 @@ def run(args) -> int:
         def data(publish):
             return train.data_from_dataset(dataset, plan.model, publish=publish)
     with ProgressView() as view:
-        job = train.start_job(plan, config, data, run_dir=out, resume=args.resume,
-                              pretrained=not args.random_weights)
+        job = train.start_job(plan, config, data, run_dir=out, resume=args.resume, pretrained=pretrained)
         follow_job(job, view)
     if job.status == train.FAILED:
         raise CLIError(job.error or "training failed")

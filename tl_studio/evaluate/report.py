@@ -79,7 +79,7 @@ def _plan_section(ev: Evaluation) -> list[str]:
         "## Model",
         "",
         f"- Base model: **{spec.name}**: {spec.description}",
-        f"- Pretrained weights: {spec.weights_name or 'ImageNet-1k'}",
+        f"- Pretrained weights: {_weights_line(ev, spec)}",
         f"- Plan: {plan_summary(plan)}",
     ]
     if plan.cut_after:
@@ -95,6 +95,19 @@ def _plan_section(ev: Evaluation) -> list[str]:
         out.append(f"- Every body layer: {plan.default}")
     out += ["", "<details><summary>Plan as JSON</summary>", "", "```json", plan.to_json(), "```", "", "</details>", ""]
     return out
+
+
+def _weights_line(ev: Evaluation, spec) -> str:
+    """Where the run's base weights came from, as its config.json recorded it (revision and licence included)."""
+    base = ev.info.config.get("base_weights") or {}
+    if base.get("pretrained") is False:
+        return "none (trained from random weights)"
+    if base.get("weights_file"):
+        return f"the local file `{base['weights_file']}`"
+    if base.get("source") in ("hf-hub", "local-dir"):
+        rev = f" at revision `{base['revision']}`" if base.get("revision") else ""
+        return f"`{base.get('id')}`{rev} (timm {base.get('architecture')}; licence {base.get('licence') or 'unknown'})"
+    return spec.weights_name or "ImageNet-1k"
 
 
 def _training_section(ev: Evaluation) -> list[str]:
@@ -153,8 +166,7 @@ def _limits_section(ev: Evaluation) -> list[str]:
         f"- Intended use: sorting images into these {len(ev.classes)} classes: {', '.join(ev.classes)}.",
         "- The model always answers with one of these classes, even for an image of something else; "
         "its probability is no reliable 'none of these' signal.",
-        f"- Input: the shorter side is resized to {p.resize_size} px and the centre {p.input_size}x{p.input_size} "
-        "kept; anything outside that square is never seen.",
+        f"- Input: {_geometry(p)}",
     ]
     if ev.n < 200:
         out.append(
@@ -177,11 +189,22 @@ def _limits_section(ev: Evaluation) -> list[str]:
         "",
         "## Licences",
         "",
-        f"- Base model: {spec.licence}",
+        f"- Base model: {(ev.info.config.get('base_weights') or {}).get('licence') or spec.licence}",
         f"- Training images: {_data_licence(ev)}",
         "",
     ]
     return out
+
+
+def _geometry(p) -> str:
+    if p.crop_mode == "squash":
+        return (f"the image is squashed to {p.resize_size}x{p.resize_size} px (its aspect ratio is not kept) and "
+                f"the centre {p.input_size}x{p.input_size} kept.")
+    if p.crop_mode == "border":
+        return (f"the longer side is resized to {p.resize_size} px, padded to a square with the mean colour, "
+                f"and the centre {p.input_size}x{p.input_size} kept.")
+    return (f"the shorter side is resized to {p.resize_size} px and the centre {p.input_size}x{p.input_size} "
+            "kept; anything outside that square is never seen.")
 
 
 def _data_licence(ev: Evaluation) -> str:

@@ -61,12 +61,37 @@ def _recompile(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
+def _foldable_conv(conv) -> bool:
+    """A convolution whose output is linear in its weight as stored: plain, or zero-padding before it.
+
+    Not, for example, timm's StdConv2d, which standardises its weight on every call.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        return False
+    forward = type(conv).forward
+    return forward is nn.Conv2d.forward or hasattr(conv, "extra_pad") or type(conv).__name__ == "Conv2dSame"
+
+
+def _after_batchnorm(bn: nn.Module) -> nn.Module | None:
+    """What replaces a folded BatchNorm: nothing, or the activation timm's BatchNormAct2d runs after it.
+
+    None: a BatchNorm subclass whose forward does something else, which is left as it is.
+    """
+    if type(bn).forward is nn.BatchNorm2d.forward:
+        return nn.Identity()
+    drop, act = getattr(bn, "drop", None), getattr(bn, "act", None)
+    if type(bn).__name__ == "BatchNormAct2d" and isinstance(drop, nn.Module) and isinstance(act, nn.Module):
+        return act if isinstance(drop, nn.Identity) else nn.Sequential(drop, act)
+    return None
+
+
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """An eval-mode copy of ``module`` with each BatchNorm folded into its conv.
 
     Only a BatchNorm that directly consumes a convolution's sole output is
-    folded; anything else is kept as it is. Modules fx cannot trace are
-    returned as an unfolded copy.
+    folded; anything else is kept as it is (timm's BatchNormAct2d folds and
+    keeps its activation). Modules fx cannot trace are returned as an
+    unfolded copy.
     """
     module = copy.deepcopy(module).eval()
     try:
@@ -84,11 +109,15 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
         if not (isinstance(prev, fx.Node) and prev.op == "call_module"):
             continue
         conv, bn = modules.get(prev.target), modules[node.target]
-        if not isinstance(conv, nn.Conv2d) or len(prev.users) != 1 or not bn.track_running_stats:
+        after = _after_batchnorm(bn)
+        if not _foldable_conv(conv) or len(prev.users) != 1 or not bn.track_running_stats or after is None:
             continue
         _set_submodule(gm, prev.target, fuse_conv_bn_eval(conv, bn))
-        node.replace_all_uses_with(prev)
-        gm.graph.erase_node(node)
+        if isinstance(after, nn.Identity):
+            node.replace_all_uses_with(prev)
+            gm.graph.erase_node(node)
+        else:  # the activation stays where the BatchNorm was
+            _set_submodule(gm, node.target, after)
         folded += 1
     _recompile(gm)
     log.debug("folded %d BatchNorm layer(s) in %s", folded, type(module).__name__)

@@ -190,7 +190,7 @@ def gather_evidence(
         check_stop()
     head = head_on(fs, list(taps or (cut.layer,)), rows.tolist(), labels, num_classes, hidden=hidden, decide=True,
                    folds=FOLDS, repeats=REPEATS, seed=seed)
-    sim = similarity_report(fs.logits.index_select(0, rows), fs.penultimate.index_select(0, rows).float(),
+    sim = similarity_report(fs.model, fs.logits.index_select(0, rows), fs.penultimate.index_select(0, rows).float(),
                             fs.bn_kl, y)
     ev = Evidence(
         model=fs.model, key=fs.key, fingerprint=fs.fingerprint, num_classes=num_classes, train_rows=len(rows),

@@ -13,7 +13,10 @@ the user's images:
     its input had over ImageNet. The per-channel KL divergence between the
     user's activation statistics and those stored ones says how unusual the
     images are for the network, layer by layer (the statistics DeepInversion
-    matches). Models without BatchNorm (ConvNeXt, ViT) use the head alone.
+    matches). Models without BatchNorm (ConvNeXt, ViT) use the head alone;
+    a backbone without an ImageNet head (DINOv2) uses the statistics alone;
+    with neither, no similarity signal applies and it reads a neutral 0.5.
+    ``signals_used`` says which applied.
 
 * **Transferability** (``transferability``): LogME (You et al. 2021) of the
   frozen penultimate features against the user's labels: how well the frozen
@@ -60,6 +63,7 @@ class SimilarityReport:
     transferability_normalised: float  # 0..1: share of label variance the frozen features explain
     signals: dict[str, float] = field(default_factory=dict)
     explanation: str = ""
+    signals_used: tuple[str, ...] = ()  # which similarity signals applied to this model (HEAD, STATISTICS)
 
     def to_dict(self) -> dict:
         return {
@@ -67,8 +71,22 @@ class SimilarityReport:
             "transferability": self.transferability,
             "transferability_normalised": self.transferability_normalised,
             "signals": dict(self.signals),
+            "signals_used": list(self.signals_used),
             "explanation": self.explanation,
         }
+
+
+HEAD, STATISTICS = "imagenet head", "batchnorm statistics"
+
+
+def _has_imagenet_head(model_name: str, n_logits: int) -> bool:
+    """Whether the network ends in its own ImageNet classifier (a backbone such as DINOv2 has none)."""
+    from ..registry import get_spec
+
+    spec = get_spec(model_name)
+    if spec.hub is not None and spec.hub.imagenet_subset is None:
+        return False
+    return n_logits == len(spec.categories) and n_logits > 1
 
 
 def _between(value: float, good: float, bad: float) -> float:
@@ -108,36 +126,36 @@ def measure_similarity(
 
     ``images``: uint8 (N, 3, S, S), already resized and cropped to the
     model's input size; ``labels``: (N,) class indices. Uses at most
-    MAX_IMAGES images (the same share of every class). ``publish`` hears the
-    feature pass's progress.
+    MAX_IMAGES images (the same share of every class).
     """
     check_images(images)
     labels = check_labels(labels, images.shape[0])
     keep = _subsample(images.shape[0], labels)
     images, labels = images[keep], labels[keep]
     out = imagenet_pass(model_name, images, batch_size=batch_size, device=device, publish=publish)
-    return similarity_report(out["logits"], out["features"], out["bn_kl"], labels)
+    return similarity_report(model_name, out["logits"], out["features"], out["bn_kl"], labels)
 
 
-def similarity_report(logits: torch.Tensor, features: torch.Tensor, bn_kl, labels: torch.Tensor) -> SimilarityReport:
+def similarity_report(model_name: str, logits: torch.Tensor, features: torch.Tensor, bn_kl,
+                      labels: torch.Tensor) -> SimilarityReport:
     """The report from what the pretrained network said about the images.
 
-    ``logits``: its ImageNet head's outputs; ``features``: the classifier's
-    input (penultimate features) of the labelled images, with ``labels``;
+    ``logits``: its head's outputs; ``features``: the classifier's input
+    (penultimate features) of the labelled images, with ``labels``;
     ``bn_kl``: per BatchNorm layer, the KL of the images' input statistics
-    to the stored ones (empty for a model without BatchNorm).
+    to the stored ones (empty for a model without BatchNorm). Only the
+    signals that apply to the model are used (``signals_used``).
     """
-
-    probs = logits.double().softmax(1)
-    entropy = float((-(probs * probs.clamp_min(1e-12).log()).sum(1) / math.log(probs.shape[1])).mean())
-    max_prob = float(probs.max(1).values.mean())
-    head_score = _between(entropy, ENTROPY_IMAGENET, ENTROPY_UNRELATED)
-    signals = {
-        "images": float(logits.shape[0]),
-        "mean_max_softmax": max_prob,
-        "normalised_entropy": entropy,
-        "head_score": head_score,
-    }
+    signals = {"images": float(logits.shape[0])}
+    scores, used = [], []
+    if _has_imagenet_head(model_name, logits.shape[1]):
+        probs = logits.double().softmax(1)
+        entropy = float((-(probs * probs.clamp_min(1e-12).log()).sum(1) / math.log(probs.shape[1])).mean())
+        head_score = _between(entropy, ENTROPY_IMAGENET, ENTROPY_UNRELATED)
+        signals.update(mean_max_softmax=float(probs.max(1).values.mean()), normalised_entropy=entropy,
+                       head_score=head_score)
+        scores.append(head_score)
+        used.append(HEAD)
     bn = list(bn_kl)
     if bn:
         kl = float(sum(bn) / len(bn))
@@ -150,9 +168,9 @@ def similarity_report(logits: torch.Tensor, features: torch.Tensor, bn_kl, label
             bn_layers=float(len(bn)),
             bn_score=bn_score,
         )
-        similarity = 0.5 * (head_score + bn_score)
-    else:
-        similarity = head_score
+        scores.append(bn_score)
+        used.append(STATISTICS)
+    similarity = sum(scores) / len(scores) if scores else 0.5
 
     n_classes = int(torch.unique(labels).numel())
     if n_classes >= 2:
@@ -167,6 +185,7 @@ def similarity_report(logits: torch.Tensor, features: torch.Tensor, bn_kl, label
         transferability=transfer,
         transferability_normalised=explained,
         signals=signals,
+        signals_used=tuple(used),
     )
     report.explanation = _explain(report)
     return report
@@ -175,11 +194,19 @@ def similarity_report(logits: torch.Tensor, features: torch.Tensor, bn_kl, label
 def _explain(r: SimilarityReport) -> str:
     sig = r.signals
     verdict = "similar to" if r.similarity >= SIMILAR_ABOVE else "different from"
-    parts = [
-        f"Similarity {r.similarity:.2f}: these images look {verdict} the ImageNet photos the network was trained on.",
-        f"Its ImageNet head is {'fairly confident' if sig['head_score'] >= 0.5 else 'unsure'} on them "
-        f"(mean top-1 probability {sig['mean_max_softmax']:.2f}, entropy {sig['normalised_entropy']:.0%} of the maximum).",
-    ]
+    if not r.signals_used:
+        parts = ["No similarity signal applies to this model: it has neither an ImageNet head nor BatchNorm "
+                 "statistics, so similarity reads a neutral 0.50; transferability below still measures its features."]
+    else:
+        parts = [f"Similarity {r.similarity:.2f}: these images look {verdict} the ImageNet photos the network was "
+                 f"trained on (signals used: {', '.join(r.signals_used)})."]
+    if HEAD in r.signals_used:
+        parts.append(
+            f"Its ImageNet head is {'fairly confident' if sig['head_score'] >= 0.5 else 'unsure'} on them "
+            f"(mean top-1 probability {sig['mean_max_softmax']:.2f}, entropy {sig['normalised_entropy']:.0%} "
+            "of the maximum).")
+    elif r.signals_used:
+        parts.append("This model has no ImageNet head of its own; its BatchNorm statistics alone decide.")
     if "bn_kl_mean" in sig:
         near = "close to" if sig["bn_score"] >= 0.5 else "far from"
         parts.append(
@@ -187,7 +214,7 @@ def _explain(r: SimilarityReport) -> str:
             f"BatchNorm layers (mean KL {sig['bn_kl_mean']:.3f} nats per channel; early layers "
             f"{sig['bn_kl_early']:.3f}, late {sig['bn_kl_late']:.3f})."
         )
-    else:
+    elif HEAD in r.signals_used:
         parts.append("This model has no BatchNorm statistics; the head's confidence alone decides.")
     if math.isnan(r.transferability):
         parts.append("Transferability needs labels of at least two classes.")

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import runs
+from ..registry import get_spec
 from ..states import plan_summary
 from .best import Best
 
@@ -34,11 +35,12 @@ CHECKPOINT_SECONDS = 5.0
 class Checkpoints:
     """What a trainer writes to its run folder, and when."""
 
-    def __init__(self, run_dir: Path, plan, classes: list[str], *, save_last: bool):
+    def __init__(self, run_dir: Path, plan, classes: list[str], *, save_last: bool, pretrained=True):
         self.run_dir = Path(run_dir)
         self.plan = plan
         self.classes = classes
         self.save_last = save_last
+        self.pretrained = pretrained  # True, False or a local weights file: recorded in config.json
         self._last_write = time.perf_counter()
 
     # ---- writing ----------------------------------------------------------------------
@@ -57,6 +59,8 @@ class Checkpoints:
                 "seed": cfg.seed,
                 "dataset": {"classes": data.classes, **data.info},
                 "versions": runs.versions(),
+                # where the base weights came from: Hub id, resolved revision, licence (or the local file)
+                "base_weights": get_spec(self.plan.model).provenance(self.pretrained),
                 "device": str(device),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },

@@ -65,13 +65,13 @@ def head_layers(model) -> list[str]:
 def head_inputs(trainer) -> tuple[torch.Tensor, FeatureSet | None]:
     """What the head reads for every image, (N, D) float32 on the CPU, and the feature set it came from.
 
-    With pretrained weights: from the one pass of the pretrained network (the
-    evidence pass's, the cache's, or a new one). With random weights (tests,
-    ``--random-weights``): from the trainer's own model, whose random body no
-    other pass shares.
+    With the registry's pretrained weights: from the one pass of the pretrained
+    network (the evidence pass's, the cache's, or a new one). With random
+    weights (tests, ``--random-weights``) or a local weights file: from the
+    trainer's own model, whose body no stored pass shares.
     """
     model = trainer.model
-    if trainer.pretrained:
+    if trainer.pretrained is True:  # the registry's weights: what the stored passes are of
         fs = feature_set(trainer.data, trainer.plan.model, pretrained=True, device=trainer.device,
                          publish=trainer.metrics.publish, check_stop=trainer.check_stop)
         return fs.x(head_layers(model)), fs

@@ -97,7 +97,8 @@ class Trainer:
         self.model: TransferModel | None = None
         self.inputs: Inputs | None = None
         self.checkpoints = (
-            Checkpoints(self.run_dir, plan, data.classes, save_last=config.save_last) if self.run_dir else None
+            Checkpoints(self.run_dir, plan, data.classes, save_last=config.save_last, pretrained=pretrained)
+            if self.run_dir else None
         )
         self.best = Best()
         self.step = 0

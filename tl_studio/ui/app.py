@@ -88,7 +88,8 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
         ws = ctx.ws(ws_id)
         return (*strategy.views(ws.session), strategy.status_of(ws))
 
-    model.model_event.success(after_model, [ws_state], strategy.outputs + [strategy.status], api_visibility="private")
+    for event in (model.model_event, *model.hub_events):
+        event.success(after_model, [ws_state], strategy.outputs + [strategy.status], api_visibility="private")
 
     # Apply fills the checklist, cut, taps and head, and the training settings: exactly what the tab shows.
     def apply(ws_id, size_by):
@@ -140,7 +141,7 @@ def _wire(ctx, demo, ws_state, mode_line, data, model, strategy, training, evalu
         return (
             ws.id,
             _mode_text(ctx.shared, ready=True),
-            gr.Dropdown(value=s.model),
+            model_tab.model_dropdown(s.model),
             *model_tab.plan_outputs(s.plan, "params"),
             *data_tab.dataset_views(ws),
             *strategy.views(s),

@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..layout import layout
 from ..plan import Plan, PlanError
-from ..registry import DEFAULT_MODEL, get_spec, models_table
+from ..registry import DEFAULT_MODEL, HUB_SUGGESTIONS, get_spec, models_table
 from ..states import layer_states
 from . import checklist, session as S
 from .context import AppContext, fail, guarded
@@ -26,9 +26,17 @@ NO_CUT = "(keep all layers)"
 SIZE_BY = ("params", "FLOPs")
 
 
-def model_choices() -> list[tuple[str, str]]:
+def model_choices(current: str | None = None) -> list[tuple[str, str]]:
+    """The curated models, the timm models in the Hugging Face cache, and ``current`` if it is neither."""
     table = models_table()
-    return [(f"{r.model}  ·  weights {r.weights}", r.model) for r in table.itertuples()]
+    choices = [(f"{r.model}  ·  weights {r.weights}", r.model) for r in table.itertuples()]
+    if current and current not in {value for _, value in choices}:
+        choices.append((f"{current}  ·  weights {get_spec(current).weights_status()}", current))
+    return choices
+
+
+def model_dropdown(model: str):
+    return gr.Dropdown(choices=model_choices(model), value=model)
 
 
 def network_plot(st, size_by: str):
@@ -39,8 +47,12 @@ def network_plot(st, size_by: str):
 def plan_outputs(plan: Plan, size_by: str) -> tuple:
     """Values for: checklist, cut, taps, head layers, hidden, dropout, bn, stats, network, table, plan JSON."""
     st = layer_states(plan)  # once per edit: everything below derives from it
-    names = list(layout(plan.model).names)
+    lay = layout(plan.model)
+    names = list(lay.names)
     head_layers, hidden, dropout = checklist.head_values(plan)
+    # LayerNorm models (ViTs, ConvNeXt) have no BatchNorm for the policy to act on.
+    bn = gr.Radio(value=plan.bn, interactive=lay.has_batchnorm,
+                  info=None if lay.has_batchnorm else "this model has no BatchNorm: nothing to choose")
     return (
         gr.CheckboxGroup(choices=checklist.layer_choices(st), value=st.ticked),
         gr.Dropdown(choices=[NO_CUT] + names, value=plan.cut_after or NO_CUT),
@@ -48,7 +60,7 @@ def plan_outputs(plan: Plan, size_by: str) -> tuple:
         head_layers,
         hidden,
         dropout,
-        plan.bn,
+        bn,
         checklist.stats_text(st),
         network_plot(st, size_by),
         checklist.table(st),
@@ -88,18 +100,33 @@ def quick(s: S.Session, action: str, upto: str | None = None) -> S.Session:
 
 
 def pick_model(s: S.Session, model: str) -> S.Session:
+    """Another network, curated or a Hub id; one that cannot be used is one clear message."""
+    model = (model or "").strip()
+    if not model:
+        raise fail("Model: choose one from the list or type a Hub id such as timm/convnext_atto.d2_in1k")
     try:
         get_spec(model)
+        layout(model)  # a Hub model's layers are worked out here; one that is no chain of layers says why
     except KeyError as exc:
         raise fail(exc.args[0]) from None
+    except ValueError as exc:
+        raise fail(f"{model}: {exc}") from None
     return S.with_model(s, model)
 
 
 def model_note(model: str) -> str:
+    """What the picker says about a model: its weights, and for a Hub model its revision and licence."""
     spec = get_spec(model)
+    status = spec.weights_status()
+    if spec.hub is not None:
+        note = {"cached": "weights in the Hugging Face cache (works offline)",
+                "download": "weights download from the Hugging Face Hub on first use"}[status]
+        rev = spec.revision
+        return (f"{spec.description} — {note}; revision `{rev[:12] if rev else 'main'}`, "
+                f"licence **{spec.hub.licence or 'unknown'}**")
     note = {"embedded": "weights ship with the package (works offline)",
             "cached": "weights found in the local torch cache",
-            "download": "weights download on first use (needs the network once)"}[spec.weights_status()]
+            "download": "weights download on first use (needs the network once)"}[status]
     return f"{spec.description} — {note}"
 
 
@@ -110,6 +137,12 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     names = list(layout(DEFAULT_MODEL).names)
     with gr.Row():
         c.model = gr.Dropdown(label="Pretrained model", choices=model_choices(), value=DEFAULT_MODEL, scale=3)
+        with gr.Column(scale=3):
+            with gr.Row(equal_height=True):
+                c.hub_id = gr.Textbox(label="…or any timm model from the Hugging Face Hub",
+                                      placeholder="timm/convnext_atto.d2_in1k", scale=3, elem_id="tl-hub-id")
+                c.hub_btn = gr.Button("Use", size="sm", scale=1, elem_id="tl-hub-use")
+            gr.Examples(examples=[[h] for h in HUB_SUGGESTIONS], inputs=[c.hub_id], label="Suggestions")
         c.model_info = gr.Markdown(model_note(DEFAULT_MODEL))
     with gr.Row(equal_height=True):
         c.stats = gr.Markdown(checklist.stats_text(st0), elem_id="tl-plan-stats")
@@ -207,6 +240,16 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         guarded(on_model, n_out + 2), [ws_state, c.model, c.size_by], c.outputs + [c.model_info, c.freeze_upto],
         api_visibility="private",
     )
+
+    def on_hub(ws_id, hub_id, size_by):
+        out = on_model(ws_id, (hub_id or "").strip(), size_by)
+        return (*out, model_dropdown(ctx.ws(ws_id).session.model))
+
+    hub_outputs = c.outputs + [c.model_info, c.freeze_upto, c.model]
+    c.hub_events = [
+        trigger(guarded(on_hub, n_out + 3), [ws_state, c.hub_id, c.size_by], hub_outputs, api_visibility="private")
+        for trigger in (c.hub_btn.click, c.hub_id.submit)
+    ]
     q_inputs = [ws_state, c.freeze_upto, c.size_by]
     c.freeze_head_btn.click(guarded(on_quick("head"), n_out), q_inputs, c.outputs, api_visibility="private")
     c.unfreeze_btn.click(guarded(on_quick("all"), n_out), q_inputs, c.outputs, api_visibility="private")
