@@ -65,7 +65,8 @@ def test_a_training_job_shows_steps_across_epochs(tmp_path):
 
     data = demo_data()
     job = start_job(Plan.head_only("efficientnet_lite0", len(data.classes)),
-                    TrainConfig(epochs=3, batch_size=64, device="cpu"), data, registry=JobRegistry())
+                    TrainConfig(epochs=3, batch_size=64, device="cpu", head_solver="sgd"), data,
+                    registry=JobRegistry())
     out = io.StringIO()
     follow_job(job, ProgressView(out, tty=False), poll=0.05)
     event, note = JobProgress(job).current()

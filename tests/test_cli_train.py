@@ -60,7 +60,7 @@ def test_predict_with_the_base_model_head():
     "args, message",
     [
         (["train", "/nonexistent/data", "--epochs", "1", "--out", "{tmp}/r"], "/nonexistent/data"),
-        (["train", str(DEMO), "--epochs", "0", "--out", "{tmp}/r", "--plan", "head"], "epochs: must be a whole number from 1 to 10000"),
+        (["train", str(DEMO), "--epochs", "0", "--out", "{tmp}/r", "--plan", "head"], "--epochs: must be a positive integer"),
         (["train", str(DEMO), "--model", "nope", "--out", "{tmp}/r"], "unknown model 'nope'"),
         (["train", str(DEMO), "--out", "{tmp}/r", "--plan", "{tmp}/missing.json"], "cannot read"),
         (["train", str(DEMO), "--out", "{tmp}/r", "--device", "cuda", "--plan", "head"], "no CUDA GPU"),

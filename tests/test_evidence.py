@@ -88,7 +88,7 @@ def test_recommend_train_and_the_ui_give_the_same_plan(glyph_data, tmp_path, cap
     printed = json.loads(capsys.readouterr().out)
     assert printed["basis"] == "evidence" and printed["evidence"]["selected_on"] == "train-cv"
     run = tmp_path / "run"
-    assert cli(["train", str(root), "--out", str(run)]) == 0
+    assert cli(["train", str(root), "--out", str(run), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     config = json.loads((run / "config.json").read_text())
     assert config["plan"] == printed["plan"]

@@ -27,7 +27,7 @@ from tl_studio.plan import Plan, PlanError
 from tl_studio.registry import get_spec
 from tl_studio.states import layer_states
 from tl_studio.surgery import build_model
-from tl_studio.train.extract import FrozenPrefix
+from tl_studio.features.fold import FrozenPrefix
 from tl_studio.weights import WeightsUnavailable
 
 from .hubkit import CNN, REVISION, VIT, demo_subset, place
@@ -169,7 +169,7 @@ def test_plans_freeze_cut_and_tap_a_vit(hub):
 def cnn_run(hub, tmp_path_factory):
     """tl-studio train assets/demo --model timm/resnet18.a1_in1k --plan head --epochs 1, network off."""
     run = tmp_path_factory.mktemp("runs") / "resnet18"
-    proc = tl("train", DEMO, "--model", CNN, "--plan", "head", "--epochs", "1", "--out", run, cache=hub.cache)
+    proc = tl("train", DEMO, "--model", CNN, "--plan", "head", "--epochs", "1", "--out", run, "--json", cache=hub.cache)
     assert json.loads(proc.stdout)["epochs_run"] == 1
     return run
 
@@ -275,7 +275,8 @@ def test_uncached_models_fail_fast_and_clearly(hub, tmp_path, capsys):
         spec.build(pretrained=True)
     assert main(["train", str(DEMO), "--model", "timm/resnet34.a1_in1k", "--out", str(tmp_path / "r"),
                  "--plan", "head"]) == 2
-    assert "not cached and the network is off" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "its weights are not cached" in err and "timm/resnet34.a1_in1k" in err and err.count("\n") == 1
 
 
 def test_cli_models_and_layers_offline(hub, tmp_path, capsys):
@@ -328,14 +329,21 @@ def test_similarity_says_which_signals_apply(hub):
     assert get_spec("someone/vit-backbone").categories == []
 
 
-def test_sweep_and_recommendation_for_a_vit(hub):
-    from tl_studio.strategy import freeze_depth_sweep, recommend
+def test_evidence_and_recommendation_for_a_vit(hub, tmp_path):
+    """The one feature pass (every block tapped, tokens pooled as timm pools them), the probe curve and a plan."""
+    from tl_studio.features import FeatureStore, features_for
+    from tl_studio.strategy import freeze_depth_sweep, gather_evidence, recommend
 
     table = freeze_depth_sweep(VIT, *_images(VIT, 3), depths=["blocks.3", "blocks.11", "pool"])
     assert list(table["layer"]) == ["blocks.3", "blocks.11", "pool"] and (table["feature_dim"] == 192).all()
-    rec = recommend(VIT, 20, 0.2, 4, sweep=table)
+    data = demo_subset(VIT, 5, 1)
+    fs = features_for(VIT, data.images, data.info["fingerprint"], store=FeatureStore(tmp_path / "cache"))
+    assert all(fs.width(n) == 192 for n in fs.layers if n.startswith("blocks."))
+    ev = gather_evidence(fs, data.labels, data.train_idx, 4)
+    assert ev.similarity.signals_used == ("imagenet head",)  # no BatchNorm in a ViT
+    rec = recommend(VIT, 5, ev.similarity.similarity, 4, evidence=ev)
     layer_states(rec.plan)  # a valid plan for the ViT's own layers
-    assert rec.plan.model == VIT
+    assert rec.plan.model == VIT and rec.basis == "evidence"
 
 
 # ---- the model picker --------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def tiny(tmp_path_factory):
 def _args(data, out, *extra):
     # Epochs on the head (not a fitted head): the kills land between and inside epochs and checkpoints.
     return [sys.executable, "-m", "tl_studio", "train", str(data), "--plan", "head", "--head-solver", "sgd", "--epochs", EPOCHS,
-            "--batch-size", "4", "--out", str(out), *extra]
+            "--batch-size", "4", "--out", str(out), "--json", *extra]
 
 
 def _tl(*args, preexec_fn=None):

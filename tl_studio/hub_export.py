@@ -37,13 +37,19 @@ ALTERNATIVES = "use --format safetensors or --format onnx"
 
 def hub_problem(model: TransferModel) -> str | None:
     """Why this trained model cannot be a plain timm model, or None when it can."""
-    plan = model.plan
+    return plan_problem(model.plan)
+
+
+def plan_problem(plan) -> str | None:
+    """Why a model trained by this plan cannot be a plain timm model, or None when it can (no weights needed)."""
+    from .states import layer_states
+
     spec = get_spec(plan.model)
     if spec.hub is None:
         return f"{plan.model} is not a timm model"
-    lay = model.layout
-    if len(model.layer_names) < len(lay.names):
-        return f"the plan removes every layer after {model.layer_names[-1]}"
+    st = layer_states(plan)
+    if st.cut < len(st.layers) - 1:
+        return f"the plan removes every layer after {st.layers[st.cut].name}"
     if plan.taps:
         return f"the head reads taps ({', '.join(plan.taps)})"
     if plan.head.hidden:
@@ -71,7 +77,7 @@ def _timm_model(model: TransferModel, classes: list[str]) -> nn.Module:
 def _card(model: TransferModel, info, spec, size: int) -> str:
     from huggingface_hub import ModelCardData
 
-    from .evaluate.history import plan_summary
+    from .states import plan_summary
 
     base = info.config.get("base_weights") or spec.provenance()
     licence = (base.get("licence") or "other").lower()

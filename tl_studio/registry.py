@@ -63,8 +63,11 @@ class ModelSpec:
             return EMBEDDED if lite0.weights_path().exists() else DOWNLOAD
         return CACHED if weights.cache_file(self.weights_url).exists() else DOWNLOAD
 
-    def weights_file(self) -> Path:
-        """Where the weights are: inside their package (embedded), or where torchvision caches them."""
+    def weights_file(self) -> Path | str:
+        """Where the weights are: inside their package (embedded), where torchvision caches them, or
+        (a timm model) their file in the Hugging Face cache, else the repository they would come from."""
+        if self.hub is not None:
+            return self.hub.weights_path() or f"{self.hub.where} (Hugging Face cache)"
         return lite0.weights_path() if self.weights_url is None else weights.cache_file(self.weights_url)
 
     def build(self, pretrained: bool | str | Path = True) -> nn.Module:

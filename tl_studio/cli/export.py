@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from .common import add_json_flag, print_json
+from .common import CLIError, add_json_flag, print_json
 
 
 def add_parser(sub) -> None:
@@ -35,6 +35,16 @@ def run(args) -> int:
     from ..progress import EXPORTING, Meter
     from .progress import ProgressView
 
+    if args.format == "hub":  # a plan timm cannot express: one line, before any progress or loading
+        from ..hub_export import ALTERNATIVES, NEEDS, plan_problem
+        from ..runs import RunError, load_run
+
+        try:
+            problem = plan_problem(load_run(args.run_dir).plan)
+        except RunError as exc:
+            raise CLIError(str(exc)) from None
+        if problem:
+            raise CLIError(f"{NEEDS}; {problem}: {ALTERNATIVES}")
     with ProgressView() as view, contextlib.redirect_stdout(sys.stderr):
         # Exporters (torch.export, onnxscript) may print; stdout is for the path alone.
         meter = Meter(EXPORTING, 1, "files", view)

@@ -31,7 +31,8 @@ def feature_key(model_name: str, fingerprint: str, *, pretrained: bool = True) -
     or on which images train).
     """
     spec = get_spec(model_name)
-    weights = f"{spec.weights_name}|{spec.weights_url or 'embedded'}" if pretrained else "random-init"
+    weights = (f"{spec.weights_name}|{spec.weights_url or 'embedded'}|{spec.revision or ''}" if pretrained
+               else "random-init")
     what = {
         "format": FORMAT,
         "model": model_name,

@@ -127,6 +127,10 @@ class TimmSource:
         """The same repository at the commit config.json came from."""
         return dataclasses.replace(self.hub, revision=self.revision or self.hub.revision)
 
+    def weights_path(self) -> Path | None:
+        """The weights file in the Hugging Face cache (or the local folder), None when not there."""
+        return files.cached(self._pinned(), WEIGHTS)
+
     def weights_status(self) -> str:
         """"cached" (in the Hugging Face cache or the local folder) or "download", as the registry says it."""
         return "cached" if files.cached(self._pinned(), WEIGHTS) is not None else "download"

@@ -64,7 +64,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
                 c.true_cls = name_dropdown("True class")
                 c.pred_cls = name_dropdown("Predicted class")
                 c.cell_btn = gr.Button("Show these images", size="sm")
-            c.cell = gr.Gallery(label="Images in that cell", columns=6, height="auto")
+            c.cell = gr.Gallery(label="Images in that cell", columns=6, height="auto", elem_id="tl-cell")
         with gr.Column():
             c.per_class = gr.Dataframe(label="Per class", interactive=False)
             c.reliability = gr.Plot(label="Calibration (reliability diagram)", format="png", show_label=False)

@@ -206,9 +206,16 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
     def on_edit(ws_id, trained, cut, taps, head_layers, hidden, dropout, bn, size_by):
         ws = ctx.ws(ws_id)
         with ws.lock:
+            before = checklist.layer_choices(layer_states(ws.session.plan))
             ws.session = edit(ws.session, trained, cut, taps, head_layers, hidden, dropout, bn)
             plan = ws.session.plan
-        return plan_outputs(plan, size_by)
+        out = plan_outputs(plan, size_by)
+        st = layer_states(plan)
+        if sorted(trained or []) == sorted(st.ticked) and checklist.layer_choices(st) == before:
+            # The boxes already show this: sending them back could land after the next click
+            # and undo it (a box that re-ticks itself).
+            out = (gr.skip(), *out[1:])
+        return out
 
     def on_model(ws_id, model, size_by):
         ws = ctx.ws(ws_id)

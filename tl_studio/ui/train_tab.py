@@ -42,11 +42,11 @@ def phase_text(metrics) -> str:
     if event is None:
         return "starting (building the model)"
     rate = f" · {event.rate:.0f} {event.unit}/s" if event.rate else ""
-    if event.phase in (DECODING, EXTRACTING):
+    if event.phase in PHASE_WORDS:
         if event.phase == EXTRACTING and event.done >= event.total:
             return "fitting the head on the frozen features"
-        eta = f" · ETA {_fmt_eta(event.eta)} for this step" if event.eta is not None else ""
-        return f"{event.phase} images {event.done}/{event.total}{rate}{eta}"
+        eta = f" · ETA {_fmt_eta(event.eta)}" if event.eta is not None else ""
+        return f"{PHASE_WORDS[event.phase]} · {event.done}/{event.total} {event.unit} ({event.fraction:.0%}){eta}"
     epoch = metrics.progress_event(EPOCH)
     if event.phase == STEP and epoch is not None:
         k, n = epoch.done + 1, epoch.total  # the epoch meter counts completed epochs
@@ -66,6 +66,12 @@ def status_line(job: train.Job | None) -> str:
     if s["status"] == train.QUEUED:
         return f"**Queued** · position {s['queue_position']} in the {s['device']} queue (one job per device){run}"
     if s["status"] in (train.RUNNING, train.STOPPING):
+        event = job.metrics.progress_event()
+        if s["status"] == train.RUNNING and event is not None and event.phase in PHASE_WORDS \
+                and not (event.phase == EXTRACTING and event.done >= event.total):
+            # Before the first step: the phase itself leads, as the CLI shows it.
+            words, rest = phase_text(job.metrics).split(" · ", 1)
+            return f"**{words}** · {rest}{run}"
         word = "Stopping" if s["status"] == train.STOPPING else "Running"
         return f"**{word}** · {phase_text(job.metrics)}{run}"
     if s["status"] == train.FAILED:
