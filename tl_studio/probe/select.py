@@ -16,10 +16,10 @@ The rule, all on the same repeated stratified folds of the rows given:
    the simpler head wins unless the difference stands out of the fold noise).
    When the linear head is already within one standard error of 100%, the
    two-layer head cannot win and is not fitted at all. The two-layer head
-   costs most of the time here, so it is cross-validated on the first
-   repeat's folds first, and on the other repeats only if it is ahead of the
-   linear head (the top-accuracy row) on those same folds; behind there, it
-   is not kept;
+   costs most of the time here, so it is first screened at the strongest
+   strength of its grid on the first repeat's folds, and cross-validated over
+   its whole grid on every fold only if it is ahead of the linear head (the
+   top-accuracy row) on those same folds; behind there, it is not kept;
 4. the chosen head is refitted on all the rows given.
 """
 
@@ -183,14 +183,15 @@ def fit_head(
 def _two_layer(x, y, num_classes: int, hidden: int, splits, folds: int, top: dict, seed: int) -> tuple[list[dict], str]:
     """The two-layer head's CV rows (all folds, or the first repeat's when it is behind there) and the verdict."""
     grid = sorted(MLP_L2_GRID, reverse=True)
-    per_fold = [mlp_path(x, y, num_classes, hidden, grid, split, seed=seed) for split in splits[:folds]]
-    first = best_row(table("mlp", hidden, grid, per_fold))
+    # Screening: the strongest strength only, on the first repeat's folds (the cheap, well-conditioned fit).
+    screen = [mlp_path(x, y, num_classes, hidden, grid[:1], split, seed=seed) for split in splits[:folds]]
+    first = best_row(table("mlp", hidden, grid[:1], screen))
     linear_first = sum(top["fold_accuracy"][:folds]) / folds
     if len(splits) > folds and first["accuracy"] <= linear_first:
-        return table("mlp", hidden, grid, per_fold), (
+        return table("mlp", hidden, grid[:1], screen), (
             f"linear head: two-layer head ({hidden} units) CV accuracy {first['accuracy']:.3f} on the first "
             f"{folds} folds is not above the linear head's {linear_first:.3f} on the same folds")
-    per_fold += [mlp_path(x, y, num_classes, hidden, grid, split, seed=seed) for split in splits[folds:]]
+    per_fold = [mlp_path(x, y, num_classes, hidden, grid, split, seed=seed) for split in splits]
     rows = table("mlp", hidden, grid, per_fold)
     mlp = best_row(rows)
     bar = top["accuracy"] + top["accuracy_se"]
