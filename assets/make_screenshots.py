@@ -3,7 +3,7 @@
     python assets/make_screenshots.py OUT_DIR [--readme]
 
 Drives the real app through the whole flow (demo data, the recommendation,
-measured similarity and the sweep, a short training, evaluation, a
+the evidence measured on the data, a short training, evaluation, a
 prediction, an export) and writes one PNG per tab to OUT_DIR. With
 ``--readme`` it also replaces ``assets/screenshot.png`` with the Model tab.
 Needs Debian's chromium (or TL_STUDIO_BROWSER) and playwright, as the
@@ -66,12 +66,8 @@ def main() -> int:
 
             tab(page, "3 · Strategy")
             expect(page.get_by_text("Case:").first).to_be_visible(timeout=30_000)
-            page.get_by_role("button", name="Measure from my data").click()
-            expect(page.get_by_text(re.compile("transferability", re.I)).first).to_be_visible(timeout=120_000)
-            page.get_by_role("button", name="Run the freeze-depth sweep").click()
-            page.wait_for_function(
-                "() => !document.querySelector('.pending, .generating')", timeout=600_000, polling=1000
-            )
+            page.get_by_role("button", name="Measure from my data").click()  # the evidence pass, as a job
+            expect(page.locator("#tl-measured")).to_contain_text("Measured similarity", timeout=300_000)
             page.get_by_role("button", name=re.compile("^Apply")).click()
             expect(page.get_by_text(re.compile("Applied the .* plan"))).to_be_visible(timeout=30_000)
             shot(page, args.out, "3-strategy")
@@ -88,10 +84,7 @@ def main() -> int:
 
             tab(page, "5 · Evaluate")
             page.get_by_role("button", name="Evaluate on its validation set").click()
-            page.wait_for_timeout(1000)
-            page.wait_for_function(
-                "() => !document.querySelector('.pending, .generating')", timeout=300_000, polling=1000
-            )
+            expect(page.locator("#tl-eval-metrics")).to_contain_text("Accuracy", timeout=300_000)
             shot(page, args.out, "5-evaluate")
 
             tab(page, "6 · Predict")

@@ -138,9 +138,13 @@ def _print_human(rec, report) -> None:
     print(f"plan: model {p.model}, cut after {p.cut_after or '(none)'}, frozen {rec.freeze_fraction:.0%} of the "
           f"body's compute, head {head}, taps {', '.join(p.taps) or '(none)'}"
           + (f", whole network trains from epoch {p.unfreeze_all_at}" if p.unfreeze_all_at is not None else ""))
-    print(f"training: lr {rec.lr:g} (body ratio {p.body_lr_ratio:g}), {rec.epochs} epochs, batch {rec.batch_size}, "
-          f"augment {rec.augment}, feature cache {'yes' if rec.use_cache else 'no'}, "
-          f"about {rec.estimated_seconds:.0f} s on {rec.device}")
+    if rec.fitted_head:
+        print(f"training: the head fitted to convergence on the frozen features (L-BFGS, L2 by cross-validation; "
+              f"no epochs), about {rec.estimated_seconds:.0f} s on {rec.device}")
+    else:
+        print(f"training: lr {rec.lr:g} (body ratio {p.body_lr_ratio:g}), {rec.epochs} epochs, batch "
+              f"{rec.batch_size}, augment {rec.augment}, feature cache {'yes' if rec.use_cache else 'no'}, "
+              f"about {rec.estimated_seconds:.0f} s on {rec.device}")
     if rec.evidence is not None:
         ev = rec.evidence
         print(f"\nprobe curve (ridge probe on frozen pooled features, {ev.folds}-fold CV x {ev.repeats} on "

@@ -75,6 +75,15 @@ class Recommendation:
     evidence: "Evidence | None" = field(default=None, repr=False)
 
     @property
+    def fitted_head(self) -> bool:
+        """Whether training this plan fits the head to convergence (nothing in the body ever trains and
+        no augmentation passes it) rather than running epochs (with the default ``head_solver``)."""
+        from ..states import layer_states
+
+        return (self.augment == "none" and self.plan.unfreeze_all_at is None
+                and not layer_states(self.plan).trainable_names)
+
+    @property
     def basis(self) -> str:
         """"evidence" (measured on the training split) or "prior" (the four cases alone)."""
         return "evidence" if self.evidence is not None else "prior"

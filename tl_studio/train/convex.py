@@ -42,8 +42,10 @@ def applies(plan, cfg) -> bool:
 
 
 def lp_init_applies(plan, cfg) -> bool:
-    """Whether to start a body-training run from a head fitted on the pretrained features."""
-    return cfg.head_solver == "auto" and bool(layer_states(plan).trainable_names)
+    """Whether an epoch run starts from a head fitted on the pretrained features: whenever the head solver
+    is "auto" and epochs run anyway (body layers train, or augmentation passes the frozen ones). A random
+    head on raw, unstandardised features is where the epochs would otherwise have to start."""
+    return cfg.head_solver == "auto" and not applies(plan, cfg)
 
 
 def feature_set(data, model_name: str, *, pretrained: bool, device, publish, check_stop) -> FeatureSet:

@@ -42,6 +42,10 @@ def rec_text(s: S.Session) -> str:
         return ""
     mins = rec.estimated_seconds / 60
     eta = f"{rec.estimated_seconds:.0f} s" if mins < 2 else f"{mins:.0f} min"
+    if rec.fitted_head:
+        schedule = "the head fitted to convergence on the frozen features (no epochs)"
+    else:
+        schedule = f"{rec.epochs} epochs, lr {rec.lr:g}, batch {rec.batch_size}, augmentation {rec.augment}"
     source = ""
     if s.source == S.EVIDENCE:
         source = "*From the evidence measured on your training images.*\n\n"
@@ -50,8 +54,8 @@ def rec_text(s: S.Session) -> str:
                   "slider values. Measure again (it is cached) to use the evidence.*\n\n")
     return (
         f"### Case: {rec.case.replace('_', ' & ')}\n{source}{rec.rationale}\n\n"
-        f"**Suggested:** {rec.epochs} epochs, lr {rec.lr:g}, batch {rec.batch_size}, augmentation "
-        f"{rec.augment}; feature cache {'on' if rec.use_cache else 'off'}; about {eta} on {rec.device}."
+        f"**Suggested:** {schedule}; feature cache {'on' if rec.use_cache else 'off'}; about {eta} on "
+        f"{rec.device}."
     )
 
 
