@@ -116,3 +116,22 @@ def run_for_caller(ws, kind: str, work, render: Callable[[object], tuple], outpu
             raise fail(status_text(job, kind).replace("**", "") or f"the {kind} did not finish")
         return render(job.result)
     return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+
+
+def stop(ws, kind: str) -> str:
+    """Ask the workspace's ``kind`` job to stop; the status line that says so (a user error if none runs)."""
+    from .context import fail
+
+    job = current(ws, kind)
+    if job is None or job.done:
+        raise fail(f"There is no {kind} running in this workspace to stop")
+    job.stop()
+    return status_text(job, kind)
+
+
+def followed(ws, kind: str) -> tuple:
+    """The status line and the polling timer's state just after a click started the ``kind`` job."""
+    import gradio as gr
+
+    job = current(ws, kind)
+    return status_text(job, kind), gr.Timer(active=job is not None and not job.done)

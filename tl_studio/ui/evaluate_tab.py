@@ -184,8 +184,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
                c.pred_cls]
 
     def followed(ws_id):
-        job = background.current(ctx.ws(ws_id), KIND)
-        return background.status_text(job, KIND), gr.Timer(active=job is not None and not job.done)
+        return background.followed(ctx.ws(ws_id), KIND)
 
     def tick(ws_id, normalized):
         ws = ctx.ws(ws_id)
@@ -199,11 +198,7 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
         return "", gr.Timer(active=False), *render(ws, ev, ws.cache.get("evaluated", ""), normalized)
 
     def stop(ws_id):
-        job = background.current(ctx.ws(ws_id), KIND)
-        if job is None or job.done:
-            raise fail("There is no evaluation running in this workspace to stop")
-        job.stop()
-        return background.status_text(job, KIND)
+        return background.stop(ctx.ws(ws_id), KIND)
 
     c.go.click(guarded(evaluate, len(outputs)), [ws_state, c.run, c.normalized], outputs, api_name="evaluate") \
         .then(followed, [ws_state], [c.status, c.timer], api_visibility="private")

@@ -224,8 +224,7 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
         return run_export
 
     def followed(ws_id):
-        job = background.current(ctx.ws(ws_id), EXPORT)
-        return background.status_text(job, EXPORT), gr.Timer(active=job is not None and not job.done)
+        return background.followed(ctx.ws(ws_id), EXPORT)
 
     def tick(ws_id):
         job = background.current(ctx.ws(ws_id), EXPORT)
@@ -236,11 +235,7 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
                 files if files is not None else gr.skip())
 
     def stop(ws_id):
-        job = background.current(ctx.ws(ws_id), EXPORT)
-        if job is None or job.done:
-            raise fail("There is no export running in this workspace to stop")
-        job.stop()
-        return background.status_text(job, EXPORT)
+        return background.stop(ctx.ws(ws_id), EXPORT)
 
     for btn, fmt in ((c.safetensors, "safetensors"), (c.onnx, "onnx"), (c.pt2, "pt2"), (c.metrics, "metrics"),
                      (c.card, "card")):

@@ -9,17 +9,22 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from ..atomic import write_text
 from ..data import ImageRejected
-from ..export import ExportError, export_run
+from ..export import ONNX_MISSING, ExportError, export_run, onnx_available
 from ..predict import base_predictor, run_predictor
-from ..train.rundir import RunError
+from ..runs import RunError
+from . import background
 from . import session as S
-from .context import AppContext, fail, guarded
+from .context import AppContext, PollTimer, fail, guarded, name_dropdown, redact
 
 log = logging.getLogger(__name__)
 
+EXPORT = "export"
+
 
 FINISHED = "finished"
+ONNX_OK = onnx_available()  # checked once: installing a package needs a restart anyway
 
 
 def run_entries(ws) -> list[tuple[str, str, str]]:
@@ -47,6 +52,7 @@ def run_dropdown(ws, keep: str | None = None) -> gr.Dropdown:
     """The run picker: every run, marked with its status; only a finished run is ever pre-selected."""
     entries = run_entries(ws)
     names = [name for _, name, _ in entries]
+    keep = keep or (ws.session.run if ws.session is not None else None)  # picked in another tab
     finished = [name for _, name, status in entries if status == FINISHED]
     value = keep if keep in names else (finished[0] if finished else None)
     return gr.Dropdown(choices=[(label, name) for label, name, _ in entries], value=value)
@@ -101,7 +107,7 @@ def remember_run(ctx):
 def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
-        c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-predict-run")
+        c.run = name_dropdown("Run", scale=3, elem_id="tl-predict-run")
         c.refresh = gr.Button("Refresh runs", scale=1, size="sm")
         c.top_k = gr.Slider(label="Top-k", minimum=1, maximum=10, step=1, value=3, scale=2)
     with gr.Row():
@@ -117,8 +123,8 @@ def build_predict(ctx: AppContext, ws_state) -> SimpleNamespace:
             c.cam = gr.Image(label="Grad-CAM: where the fine-tuned model looked", type="pil", height=300)
     c.table = gr.Dataframe(label="All images", interactive=False, wrap=True)
 
-    def predict(ws_id, name, image, files, top_k):
-        ws, path = _run(ctx, ws_id, name)
+    def predict(ws_id, run, image, files, top_k):
+        ws, path = _run(ctx, ws_id, run)
         images = ([image] if image else []) + list(files or [])
         if not images:
             raise fail("Image: upload an image (or take one with the webcam) first")
@@ -178,35 +184,72 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
         "images in [0, 1] of shape (N, 3, S, S) and normalise inside; the class names travel with each file."
     )
     with gr.Row():
-        c.run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True, scale=3, elem_id="tl-export-run")
+        c.run = name_dropdown("Run", scale=3, elem_id="tl-export-run")
         c.refresh = gr.Button("Refresh runs", scale=1, size="sm")
     with gr.Row():
         c.safetensors = gr.Button("safetensors")
-        c.onnx = gr.Button("ONNX", elem_id="tl-export-onnx")
+        # Without onnx/onnxscript the button is off and says why (the default install has them).
+        c.onnx = gr.Button("ONNX" if ONNX_OK else "ONNX (not installed)", interactive=ONNX_OK,
+                           elem_id="tl-export-onnx")
         c.pt2 = gr.Button("pt2 (torch.export)", elem_id="tl-export-pt2")
         c.metrics = gr.Button("Metrics CSV")
         c.card = gr.Button("Model card")
+    with gr.Row():
+        c.status = gr.Markdown("", elem_id="tl-export-status")
+        c.stop_btn = gr.Button("Stop", variant="stop", size="sm", scale=0)
+    c.timer = PollTimer(1.0, active=False)
+    if not ONNX_OK:
+        gr.Markdown(f"<small>{ONNX_MISSING}, then restart the app.</small>", elem_id="tl-export-onnx-hint")
     c.files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="tl-export-files")
 
     def export(fmt):
-        def run(ws_id, name, progress=gr.Progress()):
-            ws, path = _run(ctx, ws_id, name)
-            progress(0.2, desc=f"exporting {fmt}")
-            try:
-                if fmt in ("safetensors", "onnx", "pt2"):
-                    out = export_run(path, fmt)
-                    return [str(out), str(out.with_suffix(out.suffix + ".json"))]
-                files = _evaluation_files(path)
-                wanted = [p for k, p in files.items() if (fmt == "card") == (k == "model_card")]
-                return [str(p) for p in wanted]
-            except (RunError, ExportError) as exc:
-                raise fail(str(exc)) from None
+        def run_export(ws_id, run):
+            """Export as a stoppable job (ONNX takes a while): the page follows it; an API client waits."""
+            ws, path = _run(ctx, ws_id, run)
 
-        return run
+            def work(publish, check_stop):
+                try:
+                    if fmt in ("safetensors", "onnx", "pt2"):
+                        out = export_run(path, fmt)
+                        files = [str(out), str(out.with_suffix(out.suffix + ".json"))]
+                    else:
+                        found = _evaluation_files(path)
+                        wanted = [p for k, p in found.items() if (fmt == "card") == (k == "model_card")]
+                        if ctx.shared:  # the card and the tables name their server folders; downloads may not
+                            for p in wanted:
+                                if p.suffix in (".csv", ".md", ".json"):
+                                    write_text(p, redact(p.read_text(encoding="utf-8")))
+                        files = [str(p) for p in wanted]
+                except (RunError, ExportError) as exc:
+                    raise fail(str(exc)) from None
+                check_stop()  # stopped meanwhile: the files are written, but not offered
+                return files
+
+            return background.run_for_caller(ws, EXPORT, work, lambda files: files, 1)
+
+        return run_export
+
+    def followed(ws_id):
+        return background.followed(ctx.ws(ws_id), EXPORT)
+
+    def tick(ws_id):
+        job = background.current(ctx.ws(ws_id), EXPORT)
+        if job is None or not job.done:
+            return background.status_text(job, EXPORT), gr.Timer(active=job is not None), gr.skip()
+        files = background.result(job)
+        return (background.status_text(job, EXPORT), gr.Timer(active=False),
+                files if files is not None else gr.skip())
+
+    def stop(ws_id):
+        return background.stop(ctx.ws(ws_id), EXPORT)
 
     for btn, fmt in ((c.safetensors, "safetensors"), (c.onnx, "onnx"), (c.pt2, "pt2"), (c.metrics, "metrics"),
                      (c.card, "card")):
-        btn.click(guarded(export(fmt), 1), [ws_state, c.run], c.files, api_name=f"export_{fmt}")
+        btn.click(guarded(export(fmt), 1), [ws_state, c.run], c.files, api_name=f"export_{fmt}") \
+            .then(followed, [ws_state], [c.status, c.timer], api_visibility="private")
+    c.timer.tick(guarded(tick, 3), [ws_state], [c.status, c.timer, c.files], api_visibility="private",
+                 show_progress="hidden", concurrency_limit=None)
+    c.stop_btn.click(guarded(stop, 1), [ws_state], [c.status], api_visibility="private")
     c.refresh.click(lambda ws_id, cur: run_dropdown(ctx.ws(ws_id), cur), [ws_state, c.run], c.run,
                     api_visibility="private")
     c.run.input(remember_run(ctx), [ws_state, c.run], None, api_visibility="private")
@@ -216,7 +259,7 @@ def build_export(ctx: AppContext, ws_state) -> SimpleNamespace:
 def _evaluation_files(run_path: Path) -> dict[str, Path]:
     """Metrics CSVs (training curves and validation metrics) and the model card."""
     from ..evaluate import evaluate_run, export_evaluation
-    from ..train.rundir import METRICS
+    from ..runs import METRICS
 
     files = export_evaluation(evaluate_run(run_path))
     wanted = ("per_class.csv", "confusion.csv", "predictions.csv", "reliability.csv", "model_card.md")

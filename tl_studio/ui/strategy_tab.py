@@ -172,12 +172,7 @@ def build(ctx: AppContext, ws_state, model_dd) -> SimpleNamespace:
                 *views(ws.session))
 
     def stop(ws_id):
-        ws = ctx.ws(ws_id)
-        job = background.current(ws, KIND)
-        if job is None or job.done:
-            raise fail("There is no evidence pass running in this workspace to stop")
-        job.stop()
-        return background.status_text(job, KIND)
+        return background.stop(ctx.ws(ws_id), KIND)
 
     def sliders(ws_id, ipc, sim, second_stage):
         ws = ctx.ws(ws_id)
