@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import jsonschema
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from tl_studio.cli.main import main as cli
 from tl_studio.data import ImageStore, load_dataset
 from tl_studio.features import FeatureStore, feature_key, features_for
 from tl_studio.features import store as store_module
+from tl_studio.plan import json_schema
 from tl_studio.registry import get_spec
 from tl_studio.runs import load_run
 from tl_studio.strategy import gather_evidence, recommend, recommend_for_data
@@ -92,6 +94,9 @@ def test_recommend_train_and_the_ui_give_the_same_plan(glyph_data, tmp_path, cap
     summary = json.loads(capsys.readouterr().out)
     config = json.loads((run / "config.json").read_text())
     assert config["plan"] == printed["plan"]
+    # Every plan the project writes is valid against the published schema.
+    for written in (printed["plan"], config["plan"]):
+        jsonschema.validate(written, json_schema())
     # What the UI's strategy tab shows and applies comes from the same function.
     ui = recommend_for_data(MODEL, ds, images=images)
     assert ui.recommendation.plan.to_dict() == printed["plan"]

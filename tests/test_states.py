@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import torch
@@ -165,3 +166,21 @@ def test_the_built_model_agrees_with_a_plan_from_the_checklist():
     model = build_model(plan, pretrained=False)
     s = layer_states(plan)
     assert (s.trainable, s.frozen) == _requires_grad(model)
+
+
+def test_the_cli_layers_view_reads_the_same_rule(tmp_path, capsys):
+    from tl_studio.cli.main import main
+
+    plan = Plan.freeze_upto("resnet18", 3, body_layer_names("resnet18"), "layer2.1", bn="train",
+                            cut_after="layer4.0", taps=("layer3.1", "layer4.0"))
+    path = tmp_path / "plan.json"
+    path.write_text(plan.to_json())
+    assert main(["layers", "resnet18", "--plan", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in out["layers"]}
+    st = layer_states(plan)
+    assert [rows[s.name]["state"] for s in st.layers] == [s.state for s in st.layers]
+    assert sum(r["trainable"] for r in out["layers"]) + st.head.params == out["summary"]["trainable"]
+    model = build_model(plan, pretrained=False)
+    assert out["summary"]["trainable"] == _requires_grad(model)[0]
+    assert rows["layer4.1"]["state"] == REMOVED_S and rows["fc"]["state"] == "replaced"

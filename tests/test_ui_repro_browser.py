@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import re
 
+import jsonschema
 import pytest
 
 from tl_studio.layout import layout
-from tl_studio.plan import Plan
+from tl_studio.plan import Plan, json_schema
 from tl_studio.states import layer_states
 
 from .conftest import DATA
@@ -81,6 +82,7 @@ def test_batchnorm_round_trip_and_the_picture(page):
     head_only = layer_states(Plan.head_only(MODEL, 4))
     _wait_trainable(page, head_only.trainable)
     before = _plan_json(page)
+    jsonschema.validate(before, json_schema())  # what the UI shows (and exports) is a valid plan
     bn = sum(p.numel for s in layout(MODEL).body for p in s.params if p.is_bn)
     page.get_by_role("radio", name="train", exact=True).check()
     _wait_trainable(page, head_only.trainable + bn)
