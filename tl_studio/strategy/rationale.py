@@ -104,8 +104,8 @@ def _rationale(rec: Recommendation, names: list[str], cut: int, frozen_upto: int
                         "(L2 strength by cross-validation on the training split), not trained for epochs.")
     elif rec.use_cache:
         schedule.append("The frozen layers' outputs are computed once and cached, so epochs are cheap.")
-    schedule.append(f"Estimated training time on {rec.device}: about {_duration(rec.estimated_seconds)} "
-                    "(FLOPs-based).")
+    when = "under a second" if rec.estimated_seconds < 1 else f"about {_duration(rec.estimated_seconds)}"
+    schedule.append(f"Estimated training time on {rec.device}: {when} (FLOPs-based).")
     paragraphs.append(" ".join(schedule))
     return "\n\n".join(paragraphs)
 
@@ -125,8 +125,6 @@ _CORNER_REASONS = {
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return "under a second"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
