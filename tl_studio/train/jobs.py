@@ -31,7 +31,7 @@ import torch
 from .. import runs
 from ..runtime import release_memory
 from .config import ConfigError
-from .errors import NonFiniteLoss, TrainingFailed
+from .errors import NonFiniteLoss, Stopped, TrainingFailed
 from ..errors import InputError
 from .metrics import MetricsLog
 
@@ -144,6 +144,8 @@ class Job:
             status = getattr(self.result, "status", None)
             if status == "stopped":
                 self.status = STOPPED
+        except Stopped:  # stopped where the work does not catch it itself (before its first epoch)
+            self.status = STOPPED
         except BaseException as exc:  # a crash in a job never takes the process down
             self.status = FAILED
             self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

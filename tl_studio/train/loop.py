@@ -187,8 +187,6 @@ class Trainer:
                 start = ck.resume(self)
             else:
                 ck.write_config(cfg, self.data, self.device)
-        if start == 0 and convex.lp_init_applies(self.plan, cfg):
-            self.head_fit = convex.fit_first(self)
         t_start = time.perf_counter()
         epochs_meter = Meter(EPOCH, cfg.epochs, "epochs", self.metrics.publish, start=start)
         epochs_run, bad_epochs, status = start, 0, runs.FINISHED
@@ -197,6 +195,9 @@ class Trainer:
         ended = False
         failure: Exception | None = None
         try:
+            # Inside the try: a stop during the head's fit (its feature pass) is a stop, not a failure.
+            if start == 0 and convex.lp_init_applies(self.plan, cfg):
+                self.head_fit = convex.fit_first(self)
             epoch = start
             while epoch < cfg.epochs:
                 epochs_meter.update(epoch)
