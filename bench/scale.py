@@ -214,8 +214,17 @@ def measure_size(work: Path, n: int, budget: str | None, model: str) -> dict:
             "error": " ".join(tail), "store": store}
 
 
+def ddp_available() -> bool:
+    """Whether this checkout's ``tl-studio train`` joins a torchrun process group (else each rank trains alone)."""
+    return any("init_process_group" in p.read_text(encoding="utf-8", errors="replace")
+               for p in (ROOT / "tl_studio").rglob("*.py"))
+
+
 def ddp_rows(work: Path, n: int, model: str) -> list[str]:
     """One process against ``torch.distributed.run`` with one process per GPU (else 2 CPU processes)."""
+    if not ddp_available():
+        return [f"DDP: skipped: this checkout's `tl-studio train` does not join a torchrun process group "
+                "(no `init_process_group` in tl_studio/), so two ranks would train twice, not together."]
     data = generate(work / "ddp", n)
     try:
         gpus = int(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout.count("GPU "))
