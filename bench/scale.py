@@ -223,7 +223,7 @@ def ddp_available() -> bool:
 def ddp_rows(work: Path, n: int, model: str) -> list[str]:
     """One process against ``torch.distributed.run`` with one process per GPU (else 2 CPU processes)."""
     if not ddp_available():
-        return [f"DDP: skipped: this checkout's `tl-studio train` does not join a torchrun process group "
+        return ["DDP: skipped: this checkout's `tl-studio train` does not join a torchrun process group "
                 "(no `init_process_group` in tl_studio/), so two ranks would train twice, not together."]
     data = generate(work / "ddp", n)
     try:
