@@ -64,6 +64,23 @@ class _DecodeDataset(TorchDataset):
         return img, i, err
 
 
+def _plain_allocator(_worker: int) -> None:
+    """glibc's own settings in a decode worker, undoing what it inherits from runtime.tune_allocator.
+
+    The training process keeps up to 1 GiB of freed heap and never mmaps (no page faults per
+    step); a worker that decodes with those settings kept growing, to 530 MiB of anonymous
+    memory per worker over a 10,000-image pass. Decoding is not fault-bound: give memory back.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 65536)  # M_MMAP_MAX: glibc's default
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD: glibc's default
+    except (OSError, AttributeError):  # not glibc: nothing was tuned
+        pass
+
+
 def _collate(batch):
     images = torch.stack([b[0] for b in batch])
     idx = torch.tensor([b[1] for b in batch], dtype=torch.long)
@@ -241,4 +258,5 @@ class ImageStore:
             # Worker seeds come from this generator, not the global RNG: decoding in workers
             # must not shift a seeded training run's random stream (dropout etc.).
             generator=torch.Generator().manual_seed(0),
+            worker_init_fn=_plain_allocator,
         )
