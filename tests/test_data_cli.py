@@ -41,3 +41,21 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert err.startswith("tl-studio data: error: ") and "found 1: 'only' (3 images)" in err
     assert main(["data", str(tmp_path / "missing")]) == 2
     assert "missing: no such file or folder" in capsys.readouterr().err
+
+
+def test_the_import_progress_counts_files_and_files_per_second(monkeypatch):
+    import time
+
+    from tl_studio.cli import data as data_cmd
+
+    monkeypatch.setattr(data_cmd, "QUIET_SECONDS", 0.0)
+    events = []
+    progress = data_cmd.files_meter(events.append)
+    for i in range(1, 5):  # what check_many reports: the fraction done after each file
+        time.sleep(0.01)
+        progress(i / 4, "checking images")
+    assert [(e.phase, e.done, e.total, e.unit) for e in events] == [("checking images", i, 4, "files")
+                                                                     for i in range(1, 5)]
+    assert events[0].rate is None and events[-1].rate > 0  # files/s, counted from the first file
+    progress(1 / 2, "extracting a/b.jpg")  # a zip's members: another phase, not the feature pass
+    assert (events[-1].phase, events[-1].done, events[-1].total) == ("unzipping", 1, 2)

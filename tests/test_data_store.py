@@ -1,4 +1,4 @@
-"""The decoded-once image store: exact preprocessing, no decode after the first pass, streaming fallback."""
+"""The decoded-once image store: exact preprocessing, no decode after the first pass, a mapped file beyond the budget."""
 
 from __future__ import annotations
 
@@ -51,25 +51,57 @@ def test_second_epoch_decodes_nothing(tmp_path):
     assert torch.equal(first, store.tensor)
 
 
-def test_streaming_fallback_gives_the_same_tensors(tmp_path, caplog):
+def test_beyond_the_budget_a_mapped_file_gives_the_same_tensors_and_decodes_once(tmp_path, caplog):
     paths = _pngs(tmp_path, 10)
     memory = ImageStore(paths, PRE)
-    with caplog.at_level(logging.WARNING, logger="tl_studio.data.store"):
-        stream = ImageStore(paths, PRE, memory_budget_bytes=1000, workers=2)
-    assert not stream.in_memory and stream.tensor is None and stream.decodes == 0
-    assert "more than the memory budget" in caplog.text and "streaming from disk with 2 worker process" in caplog.text
+    with caplog.at_level(logging.INFO, logger="tl_studio.data.store"):
+        mapped = ImageStore(paths, PRE, memory_budget_bytes=1000, workers=2, spill_dir=tmp_path / "cache")
+    assert not mapped.in_memory and mapped.mapped and mapped.tensor is None and mapped.decodes == 0
+    assert mapped.memory_bytes == 0 and memory.memory_bytes == 10 * 3 * 32 * 32
+    # one INFO line says which path and why, and where the file is
+    line = next(r.getMessage() for r in caplog.records if "decoded images" in r.getMessage())
+    assert "> memory budget 1000 B: memory-mapped at" in line and str(tmp_path / "cache") in line
+    assert "each image decoded once" in line
+    # the file is unlinked once mapped (and the folder made for it removed): nothing is left behind,
+    # even after a crash
+    assert not (tmp_path / "cache").exists()
 
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     a = list(memory.batches(range(10), 4, shuffle=True, generator=g1))
-    b = list(stream.batches(range(10), 4, shuffle=True, generator=g2))
+    b = list(mapped.batches(range(10), 4, shuffle=True, generator=g2))
     assert [len(i) for _, i in b] == [4, 4, 2]
     for (xa, ia), (xb, ib) in zip(a, b):
         assert torch.equal(ia, ib) and torch.equal(xa, xb)
-    assert stream.decodes == 10  # counted in the main process, decoded in the workers
-    assert torch.equal(stream.get([7, 2]), memory.tensor[[7, 2]])
-    assert stream.decodes == 12
-    dropped = list(stream.batches(range(10), 4, shuffle=False, drop_last=True))
+    assert mapped.decodes == 10  # counted in the main process, decoded in the workers
+    for _ in range(3):  # epochs 2 to 4 read the file
+        again = torch.cat([x for x, _ in mapped.batches(range(10), 3, shuffle=False)])
+        assert torch.equal(again, memory.tensor)
+    assert torch.equal(mapped.get([7, 2]), memory.tensor[[7, 2]])
+    assert mapped.decodes == 10  # each image decoded once in all
+    dropped = list(mapped.batches(range(10), 4, shuffle=False, drop_last=True))
     assert [len(i) for _, i in dropped] == [4, 4]
+
+
+def test_a_mapped_store_fills_from_any_mix_of_passes_and_lookups(tmp_path):
+    """Rows decoded by ``get`` are not decoded again by a pass, and a pass mixing both is right."""
+    paths = _pngs(tmp_path, 9)
+    memory = ImageStore(paths, PRE)
+    mapped = ImageStore(paths, PRE, memory_budget_bytes=0, workers=0, spill_dir=tmp_path / "c")
+    assert torch.equal(mapped.get([4, 1, 4]), memory.tensor[[4, 1, 4]])
+    assert mapped.decodes == 2
+    got = list(mapped.batches([0, 1, 2, 3, 4, 5], 3, shuffle=False))  # [0,1,2]: 1 ready; [3,4,5]: 4 ready
+    assert torch.equal(torch.cat([x for x, _ in got]), memory.tensor[:6])
+    assert mapped.decodes == 6
+    list(mapped.batches(range(9), 4, shuffle=True))
+    assert mapped.decodes == 9
+
+
+def test_the_in_memory_path_says_so(tmp_path, caplog):
+    paths = _pngs(tmp_path, 2)
+    with caplog.at_level(logging.INFO, logger="tl_studio.data.store"):
+        store = ImageStore(paths, PRE, memory_budget_bytes=1 << 20)
+    assert store.in_memory and not store.mapped
+    assert "decoded images: 6.0 KiB (2 at 32x32) within the memory budget of 1.0 MiB: in memory" in caplog.text
 
 
 def test_a_file_gone_since_import_becomes_a_reported_blank(tmp_path, caplog):

@@ -256,7 +256,7 @@ def test_done_jobs_let_go_and_the_registry_forgets_the_oldest(tmp_path):
         ({"lr": 1e30}, r"lr: must be in \(0, 10\]"),
         ({"lr": float("nan")}, "lr: must be a finite number"),
         ({"momentum": 1.0}, r"momentum: must be in \[0, 1\)"),
-        ({"cache_budget_mb": 2**40}, "cache_budget_mb: must be a whole number"),
+        ({"memory_budget_mb": 2**40}, "memory_budget_mb: must be null .automatic. or a whole number"),
         ({"amp": "yes"}, "amp: must be true or false"),
     ],
 )

@@ -114,12 +114,25 @@ def test_tapped_multi_layer_head_trains_on_the_cache():
     assert result.best_val_accuracy > 0.5  # chance is 0.25
 
 
-def test_cache_over_budget_falls_back_to_live(caplog):
+def test_a_cache_over_the_budget_is_memory_mapped_and_trains_the_same(caplog, tmp_path):
+    """Beyond what the budget leaves it the feature cache is a mapped file: same weights, same metrics."""
+    import dataclasses
+
     names = body_layer_names(FAST)
     plan = Plan.freeze_upto(FAST, 4, names, names[2])
-    trainer, result = _fit(plan, epochs=1, batch_size=8, cache_budget_mb=0)
-    assert not result.cached
-    assert "training without it" in caplog.text
+    _, in_memory = _fit(plan, epochs=2, batch_size=8, memory_budget_mb=4096)
+    data = dataclasses.replace(demo_data(6, 3), spill_dir=tmp_path)
+    trainer = Trainer(plan, TrainConfig(device="cpu", epochs=2, batch_size=8, memory_budget_mb=0), data,
+                      pretrained=False)
+    with caplog.at_level("INFO", logger="tl_studio.train.cache"):
+        spilled = trainer.fit()
+    assert spilled.cached and trainer.inputs.cache.mapped and trainer.inputs.cache.h.device.type == "cpu"
+    assert f"> budget 0 B: memory-mapped in {tmp_path}" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # unlinked once mapped
+    for k, v in in_memory.state.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(spilled.state[k], v)
+    assert spilled.best_val_accuracy == in_memory.best_val_accuracy
 
 
 def test_two_stage_recipe_unfreezes_into_new_param_groups():
@@ -160,23 +173,25 @@ def test_resume_continues_exactly(tmp_path):
             torch.testing.assert_close(result.state[k], v, rtol=1e-4, atol=1e-5)
 
 
-def test_streaming_store_trains_like_the_in_memory_one():
-    """Beyond the memory budget images stream from disk in worker processes; same result."""
+def test_a_mapped_store_trains_like_the_in_memory_one(tmp_path):
+    """Beyond the memory budget images come from a mapped file, each decoded once in all: same result."""
     from tl_studio.data import ImageStore
     from tl_studio.registry import get_spec
     from tl_studio.train import TrainData
 
     mem = demo_data(3, 2)
     ds = demo_dataset()
-    streaming = ImageStore(ds.paths, get_spec(FAST).preprocess, memory_budget_bytes=0, workers=2)
-    assert not streaming.in_memory
-    stream = TrainData(streaming, mem.labels, mem.train_idx, mem.val_idx, mem.classes)
+    mapped = ImageStore(ds.paths, get_spec(FAST).preprocess, memory_budget_bytes=0, workers=2, spill_dir=tmp_path)
+    assert not mapped.in_memory and mapped.mapped
+    data = TrainData(mapped, mem.labels, mem.train_idx, mem.val_idx, mem.classes)
     names = body_layer_names(FAST)
     plan = Plan.freeze_upto(FAST, 4, names, names[4])
-    cfg = TrainConfig(device="cpu", epochs=1, batch_size=4, cache="off")
+    cfg = TrainConfig(device="cpu", epochs=3, batch_size=4, cache="off")
     a = Trainer(plan, cfg, mem, pretrained=False).fit()
-    b = Trainer(plan, cfg, stream, pretrained=False).fit()
-    assert streaming.decodes >= len(mem.train_idx) + len(mem.val_idx)
+    b = Trainer(plan, cfg, data, pretrained=False).fit()
+    # The fitted starting head's pass reads every image of the dataset, then 3 epochs of training and
+    # validation read them again: each image decoded once in all.
+    assert mapped.decodes == len(ds.paths) and len(mapped.errors) == 0
     for k, v in a.state.items():
         if v.is_floating_point():
             torch.testing.assert_close(b.state[k], v)

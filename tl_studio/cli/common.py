@@ -94,6 +94,16 @@ def open_fraction(text: str) -> float:
     return value
 
 
+def memory_size(text: str) -> int:
+    """A memory budget (512M, 2G, 1.5GiB, a number of MiB) as whole MiB."""
+    from ..memory import parse_size
+
+    try:
+        return parse_size(text) // 2**20
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_json_flag(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON (for scripts)")
 

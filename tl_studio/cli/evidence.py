@@ -31,8 +31,15 @@ def recommendation(args, dataset, device):
                  len(dataset.train_idx), seconds)
     started = time.perf_counter()
     with ProgressView() as view:
-        measured = recommend_for_data(args.model, dataset, evidence=evidence, seed=args.seed, device=device,
-                                      pretrained=not getattr(args, "random_weights", False), publish=view)
+        images = None
+        if evidence:  # decoded within the memory budget, and reused by the training after it
+            from ..train.inputs import decode
+
+            images = decode(dataset, args.model, memory_budget_mb=getattr(args, "memory_budget", None),
+                            spill_dir=getattr(args, "spill_dir", None), publish=view)
+        measured = recommend_for_data(args.model, dataset, images=images, evidence=evidence, seed=args.seed,
+                                      device=device, pretrained=not getattr(args, "random_weights", False),
+                                      publish=view)
     if evidence and measured.evidence is not None:
         log.info("evidence pass: %.1f s in all; the frozen pass %.1f s (%s; training reuses it), the probes %.1f s",
                  time.perf_counter() - started, measured.features.seconds,

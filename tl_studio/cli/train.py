@@ -15,6 +15,7 @@ from .common import (
     CLIError,
     add_json_flag,
     check_model,
+    memory_size,
     non_negative_int,
     open_fraction,
     paragraphs,
@@ -55,6 +56,10 @@ def add_parser(sub) -> None:
     w.add_argument("--random-weights", action="store_true", help="start from random weights (no download)")
     w.add_argument("--weights", default=None, metavar="FILE.safetensors",
                    help="start from the base model's weights in this local file (no download)")
+    s.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
+                   help="memory for the decoded images and the feature cache together, e.g. 512M, 2G, 1.5GiB "
+                        "or MiB (default: half the available memory); beyond it they are memory-mapped files "
+                        "in OUT/cache/, each image still decoded once")
     s.add_argument("--no-evidence", action="store_true",
                    help="--plan auto: skip the evidence pass; the four cases decide at a neutral similarity")
     s.add_argument("--head-solver", default="auto", choices=["auto", "sgd"],
@@ -173,6 +178,7 @@ def run(args) -> int:
     if stored is not None:  # --resume: the same data split, plan and settings as when it started
         args.seed = stored.config.get("seed", args.seed)
     dataset = load_dataset(args.data, workdir=out / "dataset", val_fraction=args.val_fraction, seed=args.seed)
+    args.spill_dir = out / "cache"  # beyond --memory-budget: the decoded images, the feature cache
     device = None if args.device == "auto" else args.device
     measured = None
     if stored is not None:
@@ -184,6 +190,7 @@ def run(args) -> int:
     settings.setdefault("epochs", 5)
     settings.update(given)
     settings["device"] = args.device  # where it trains is not part of the run: a resume may move it
+    settings["memory_budget_mb"] = args.memory_budget  # nor the memory it has there
     if stored is None or args.head_solver != "auto":  # a resume keeps its solver unless asked
         settings["head_solver"] = args.head_solver
     try:
@@ -194,10 +201,12 @@ def run(args) -> int:
         raise
     if measured is not None and measured.images is not None:
         # The images decoded and the features the evidence pass computed: training reuses both.
-        data = train.data_from_dataset(dataset, plan.model, images=measured.images, features=measured.features)
+        data = train.data_from_dataset(dataset, plan.model, images=measured.images, features=measured.features,
+                                       spill_dir=args.spill_dir)
     else:
         def data(publish):
-            return train.data_from_dataset(dataset, plan.model, publish=publish)
+            return train.data_from_dataset(dataset, plan.model, publish=publish, memory_budget_mb=args.memory_budget,
+                                           spill_dir=args.spill_dir)
     with ProgressView() as view:
         job = train.start_job(plan, config, data, run_dir=out, resume=args.resume, pretrained=pretrained)
         follow_job(job, view)

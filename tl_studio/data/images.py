@@ -213,6 +213,9 @@ def check_image(path: Path, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     return ImageInfo(format=fmt, mode=mode, width=w, height=h, sha256=sha256_file(path))
 
 
+CHECK_WINDOW = 4096
+
+
 def check_many(
     paths: list[Path],
     *,
@@ -237,10 +240,16 @@ def check_many(
     out: list[ImageInfo | str] = [""] * len(paths)
     if not paths:
         return out
+    done = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tl-check") as pool:
-        futures = {pool.submit(one, p): i for i, p in enumerate(paths)}
-        for done, fut in enumerate(as_completed(futures), 1):
-            out[futures[fut]] = fut.result()
-            if progress is not None:
-                progress(done / len(paths), message)
+        # A window of files in flight at a time: 100,000 files are not 100,000 futures at once.
+        # Nothing decoded is kept: a check returns the file's description (or why it is rejected).
+        for start in range(0, len(paths), CHECK_WINDOW):
+            window = paths[start:start + CHECK_WINDOW]
+            futures = {pool.submit(one, p): i for i, p in enumerate(window, start)}
+            for fut in as_completed(futures):
+                out[futures[fut]] = fut.result()
+                done += 1
+                if progress is not None:
+                    progress(done / len(paths), message)
     return out

@@ -1,10 +1,14 @@
-"""Decoded, resized images as one uint8 tensor: each image is decoded once.
+"""Decoded, resized images as one uint8 tensor: each image is decoded once per run.
 
 An epoch then costs a tensor index, never a JPEG decode. At uint8 and the
-model's input size a 224x224 image takes 147 KiB, so 10,000 images fit in
-1.4 GiB. Beyond the memory budget the store streams from disk with worker
-processes instead (torch's DataLoader), decoding every image every epoch, and
-says so in the log.
+model's input size a 224x224 image takes 147 KiB, so 10,000 images take
+1.4 GiB. Within the memory budget (tl_studio/memory.py) the store decodes
+every image up front, in threads, into memory. Beyond it the tensor is a
+memory-mapped file (the run's ``cache/`` folder, else a temporary one next
+to the feature cache) that fills as the first pass goes: DataLoader worker
+processes decode the images of the coming batches while the model computes,
+the main process writes them into the file, and every later pass reads the
+file (the page cache keeps what fits in memory). One INFO line says which.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
+
+from ..memory import human, mapped_tensor, resolve_budget
 from ..preprocess import to_pixels
 from .images import MAX_PIXELS, ImageRejected, load_rgb
 
@@ -58,6 +64,23 @@ class _DecodeDataset(TorchDataset):
         return img, i, err
 
 
+def _plain_allocator(_worker: int) -> None:
+    """glibc's own settings in a decode worker, undoing what it inherits from runtime.tune_allocator.
+
+    The training process keeps up to 1 GiB of freed heap and never mmaps (no page faults per
+    step); a worker that decodes with those settings kept growing, to 530 MiB of anonymous
+    memory per worker over a 10,000-image pass. Decoding is not fault-bound: give memory back.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 65536)  # M_MMAP_MAX: glibc's default
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD: glibc's default
+    except (OSError, AttributeError):  # not glibc: nothing was tuned
+        pass
+
+
 def _collate(batch):
     images = torch.stack([b[0] for b in batch])
     idx = torch.tensor([b[1] for b in batch], dtype=torch.long)
@@ -65,17 +88,22 @@ def _collate(batch):
 
 
 class ImageStore:
-    """The images of a dataset at the model's input size, as uint8 (N, 3, S, S)."""
+    """The images of a dataset at the model's input size, as uint8 (N, 3, S, S).
+
+    ``memory_budget_bytes``: None for the default (:func:`tl_studio.memory.default_budget`).
+    ``spill_dir``: where the memory-mapped file goes beyond the budget (None: next to the feature cache).
+    """
 
     def __init__(
         self,
         paths: Sequence[str | Path],
         preprocess,
         *,
-        memory_budget_bytes: int = 2 << 30,
+        memory_budget_bytes: int | None = None,
         workers: int = 2,
         progress: Progress | None = None,
         max_pixels: int = MAX_PIXELS,
+        spill_dir: str | Path | None = None,
     ):
         self.paths = [Path(p) for p in paths]
         self.preprocess = preprocess
@@ -85,21 +113,40 @@ class ImageStore:
         self.errors: dict[int, str] = {}  # index -> why that image is blank
         self._decodes = 0
         self._lock = threading.Lock()
-        need = len(self.paths) * 3 * self.size * self.size
-        self.in_memory = need <= memory_budget_bytes
-        self.tensor: torch.Tensor | None = None
+        n, s = len(self.paths), self.size
+        need = n * 3 * s * s
+        budget = resolve_budget(None) if memory_budget_bytes is None else int(memory_budget_bytes)
+        self.budget = budget
+        self.in_memory = need <= budget
+        self.tensor: torch.Tensor | None = None  # in memory only: the whole store, filled
+        self._map: torch.Tensor | None = None  # beyond the budget: the mapped file, filled as images come
+        self._ready: torch.Tensor | None = None  # which rows of the map hold their image
+        self.spill_path: Path | None = None
+        what = f"decoded images: {human(need)} ({n:,} at {s}x{s})"
         if self.in_memory:
-            self.tensor = torch.empty((len(self.paths), 3, self.size, self.size), dtype=torch.uint8)
+            log.info("%s within the memory budget of %s: in memory", what, human(budget))
+            self.tensor = torch.empty((n, 3, s, s), dtype=torch.uint8)
             self._fill(progress)
-        else:
-            log.warning(
-                "%d images at %dx%d need %.0f MiB, more than the memory budget of %.0f MiB: "
-                "streaming from disk with %d worker process(es); every epoch decodes every image again",
-                len(self.paths), self.size, self.size, need / 2**20, memory_budget_bytes / 2**20, self.workers,
-            )
+            return
+        self._map, self.spill_path = mapped_tensor(spill_dir, "images.u8", (n, 3, s, s), torch.uint8,
+                                                   "the decoded images")
+        self._ready = torch.zeros(n, dtype=torch.bool)
+        log.info("%s > memory budget %s: memory-mapped at %s (each image decoded once, by %d worker "
+                 "process(es) while the model computes; the file is unlinked, its space returns when the "
+                 "run ends)", what, human(budget), self.spill_path, self.workers)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the images live in a memory-mapped file (beyond the memory budget)."""
+        return self._map is not None
+
+    @property
+    def memory_bytes(self) -> int:
+        """Anonymous memory the store holds: its share of the budget (a mapped file holds none)."""
+        return self.tensor.nbytes if self.tensor is not None else 0
 
     @property
     def decodes(self) -> int:
@@ -148,15 +195,20 @@ class ImageStore:
             if progress is not None:
                 progress(min(start + chunk, total) / total, "decoding images")
 
+    def _store(self, idx: torch.Tensor, images: torch.Tensor) -> None:
+        """Rows decoded for the map: written once, never decoded again."""
+        self._map[idx] = images
+        self._ready[idx] = True
+
     def get(self, indices) -> torch.Tensor:
         """uint8 images (B, 3, S, S) on the CPU."""
         idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         if self.tensor is not None:
             return self.tensor.index_select(0, idx)
-        imgs = self._decode_many(idx.tolist())
-        if not imgs:
-            return torch.empty((0, 3, self.size, self.size), dtype=torch.uint8)
-        return torch.stack(imgs)
+        todo = idx[~self._ready[idx]].unique()
+        if len(todo):
+            self._store(todo, torch.stack(self._decode_many(todo.tolist())))
+        return self._map.index_select(0, idx)
 
     def batches(
         self,
@@ -180,17 +232,31 @@ class ImageStore:
             for c in chunks:
                 yield self.tensor.index_select(0, c), c
             return
-        loader = DataLoader(
+        # The rows not decoded yet (the first pass) come from worker processes, decoded ahead of the
+        # batch the model is on; everything else is read from the map.
+        todo = [c[~self._ready[c]] for c in chunks]
+        sampler = [t.tolist() for t in todo if len(t)]
+        loaded = iter(self._loader(sampler)) if sampler else iter(())
+        for c, t in zip(chunks, todo):
+            if len(t):
+                images, got, errs = next(loaded)
+                self._count(len(got))
+                for i, err in zip(got.tolist(), errs):
+                    self._note(i, err)
+                self._store(got, images)
+                if len(t) == len(c):
+                    yield images, c
+                    continue
+            yield self._map.index_select(0, c), c
+
+    def _loader(self, batch_sampler: list[list[int]]) -> DataLoader:
+        return DataLoader(
             _DecodeDataset(self.paths, self.preprocess, self.max_pixels),
-            batch_sampler=[c.tolist() for c in chunks],
+            batch_sampler=batch_sampler,
             num_workers=self.workers,
             collate_fn=_collate,
-            # Worker seeds come from this generator, not the global RNG: streaming
+            # Worker seeds come from this generator, not the global RNG: decoding in workers
             # must not shift a seeded training run's random stream (dropout etc.).
             generator=torch.Generator().manual_seed(0),
+            worker_init_fn=_plain_allocator,
         )
-        for images, got, errs in loader:
-            self._count(len(got))
-            for i, err in zip(got.tolist(), errs):
-                self._note(i, err)
-            yield images, got

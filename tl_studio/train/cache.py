@@ -7,6 +7,11 @@ same every epoch. We compute it once and train only the remaining layers on
 the stored activations. With fp32 storage the training is the same
 computation as without the cache (a test checks it within float tolerance);
 fp16 storage halves the memory at a cost recorded in ``DTYPE_TOLERANCE``.
+
+Beyond its share of the memory budget (tl_studio/memory.py: the budget less
+what the decoded images hold) the cache is a memory-mapped file on the CPU
+instead, read a batch at a time: the same values, at disk speed where the
+page cache cannot keep them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 
 import torch
 
+from ..memory import human, mapped_tensor, spill_root
 from ..surgery import TransferModel
 
 log = logging.getLogger(__name__)
@@ -43,12 +49,15 @@ def bytes_per_image(model: TransferModel, k: int, dtype: torch.dtype) -> int:
 class FeatureCache:
     """Stored outputs of ``model.prefix(x, k)`` for a set of images."""
 
-    def __init__(self, k: int, positions: dict[int, int], h: torch.Tensor, feats: list[torch.Tensor]):
+    def __init__(self, k: int, positions: dict[int, int], h: torch.Tensor, feats: list[torch.Tensor],
+                 *, device: torch.device | None = None, mapped: bool = False):
         self.k = k
         self._pos = positions  # dataset index -> row in the stored tensors
         self.h = h
         self.feats = feats
         self._lookup = None
+        self.mapped = mapped  # a memory-mapped file on the CPU, read a batch at a time
+        self.device = torch.device(device) if device is not None else h.device  # where batches go
 
     @property
     def nbytes(self) -> int:
@@ -66,6 +75,8 @@ class FeatureCache:
 
     def get(self, indices: torch.Tensor):
         r = self.rows(indices)
+        if self.mapped:
+            return (self.h[r].to(self.device).float(), [f[r].to(self.device).float() for f in self.feats])
         return self.h[r].float(), [f[r].float() for f in self.feats]
 
     @classmethod
@@ -80,34 +91,52 @@ class FeatureCache:
         dtype: torch.dtype,
         budget_bytes: int,
         device: torch.device,
-    ) -> "FeatureCache | None":
+        spill_dir=None,
+    ) -> "FeatureCache":
         """Run the prefix over ``batches`` (an iterable of (input tensor, dataset indices)).
 
         ``run_prefix(x) -> (h, feats)`` computes the prefix (default
         ``model.prefix(x, k)``; the trainer passes its folded fast copy).
-        Returns None (and says why) when the cache would not fit its budget.
+        Beyond ``budget_bytes`` the cache is a memory-mapped file in
+        ``spill_dir`` (None: next to the feature cache), on the CPU.
         """
         run_prefix = run_prefix or (lambda x: model.prefix(x, k))
         need = bytes_per_image(model, k, dtype) * n_images
-        if need > budget_bytes:
-            log.warning(
-                "feature cache needs %.0f MB (> budget %.0f MB): training without it",
-                need / 2**20,
-                budget_bytes / 2**20,
-            )
-            return None
-        hs, fs, positions = [], [], {}
-        row = 0
+        mapped = need > budget_bytes
+        where = "memory-mapped" if mapped else "in memory"
+        h = feats = None
+        positions, row = {}, 0
         for x, idx in batches:
-            h, feats = run_prefix(x)
-            hs.append(h.to(device=device, dtype=dtype))
-            fs.append([f.to(device=device, dtype=dtype) for f in feats])
+            out_h, out_f = run_prefix(x)
+            if h is None:  # shapes are known from the first batch: allocate every row once
+                # the layout the prefix gives (the folded copy's is channels_last), or the input's: the
+                # suffix then computes on the same strides as without the cache
+                last = any(t.is_contiguous(memory_format=torch.channels_last) for t in (x, out_h))
+                layout = torch.channels_last if out_h.dim() == 4 and last else torch.contiguous_format
+                h = _allocate((n_images, *out_h.shape[1:]), dtype, device, mapped, spill_dir, layout)
+                feats = [_allocate((n_images, *f.shape[1:]), dtype, device, mapped, spill_dir) for f in out_f]
+                if mapped:
+                    where = f"memory-mapped in {spill_dir or spill_root()} (read a batch at a time)"
+            n = len(idx)
+            h[row:row + n] = out_h.to(dtype=dtype)
+            for dst, f in zip(feats, out_f):
+                dst[row:row + n] = f.to(dtype=dtype)
             for i in idx.tolist():
                 positions[i] = row
                 row += 1
-        h = torch.cat(hs)
-        feats = [torch.cat([f[j] for f in fs]) for j in range(len(fs[0]))] if fs and fs[0] else []
-        if h.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            h = h.contiguous(memory_format=torch.channels_last)
-        log.info("feature cache: %d images after layer %d, %.1f MB (%s)", row, k, need / 2**20, dtype)
-        return cls(k, positions, h, feats)
+        if h is None:
+            raise ValueError("feature cache: no images")
+        log.info("feature cache: %d images after layer %d, %s (%s) %s budget %s: %s", row, k, human(need), dtype,
+                 ">" if mapped else "within", human(budget_bytes), where)
+        return cls(k, positions, h[:row], [f[:row] for f in feats], device=device, mapped=mapped)
+
+
+def _allocate(shape, dtype, device, mapped: bool, spill_dir, layout=torch.contiguous_format) -> torch.Tensor:
+    if not mapped:
+        return torch.empty(shape, dtype=dtype, device=device, memory_format=layout)
+    if layout is torch.channels_last:  # (N, H, W, C) on disk, seen as (N, C, H, W)
+        n, c, hh, ww = shape
+        t, _ = mapped_tensor(spill_dir, "features.bin", (n, hh, ww, c), dtype, "the feature cache")
+        return t.permute(0, 3, 1, 2)
+    t, _ = mapped_tensor(spill_dir, "features.bin", tuple(shape), dtype, "the feature cache")
+    return t

@@ -6,10 +6,13 @@ A job keeps the config it was started with; edit a copy with
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import InputError
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -29,9 +32,11 @@ INT_RANGES = {
     "early_stopping": (0, 10_000),
     # What torch.manual_seed and NumPy's generators (the data split) both accept.
     "seed": (0, 2**64 - 1),
-    "cache_budget_mb": (0, 1 << 24),
     "sync_every": (1, 100_000),
 }
+MAX_BUDGET_MB = 1 << 24  # 16 TiB
+# Settings older versions wrote that this one reads and drops (the log says so).
+RETIRED = {"cache_budget_mb": "the feature cache's own budget; --memory-budget (memory_budget_mb) now covers it"}
 # name: (low, high, low excluded, high excluded)
 FLOAT_RANGES = {
     "lr": (0.0, 10.0, True, False),
@@ -73,7 +78,10 @@ class TrainConfig:
     # the frozen-feature cache ("auto": used whenever it applies and fits)
     cache: str = "auto"
     cache_dtype: str = "float32"
-    cache_budget_mb: int = 2048
+    # One budget for what grows with the data, the decoded images and the feature cache, in MiB
+    # (None: half the memory available at the start, tl_studio/memory.py); beyond it they are
+    # memory-mapped files. Where the run is, not what it is: the CLI sets it on every start.
+    memory_budget_mb: int | None = None
     # hardware: "auto" picks CUDA, then MPS, then the CPU
     device: str = "auto"
     channels_last: bool | None = None  # None: on for CUDA
@@ -93,6 +101,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 bad(name, f"must be a whole number from {lo} to {hi}")
+        budget = self.memory_budget_mb
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)
+                                   or not 0 <= budget <= MAX_BUDGET_MB):
+            bad("memory_budget_mb", f"must be null (automatic) or a whole number of MiB from 0 to {MAX_BUDGET_MB}")
         if self.min_batch_size > self.batch_size:
             object.__setattr__(self, "min_batch_size", self.batch_size)
         for name, (lo, hi, low_open, high_open) in FLOAT_RANGES.items():
@@ -128,6 +140,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        data = dict(data)
+        for name, why in RETIRED.items():
+            if name in data:
+                log.info("%s=%r is no longer used (%s)", name, data.pop(name), why)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown training setting(s): {', '.join(unknown)}")

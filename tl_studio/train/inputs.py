@@ -5,11 +5,12 @@ from the first of these that applies:
 
 * the frozen-feature cache (cache.py): the frozen prefix's stored outputs,
   built once per phase when the prefix is frozen, nothing random passes
-  through it (no augmentation), the cache is on and it fits its budget;
+  through it (no augmentation) and the cache is on; in memory, or a
+  memory-mapped file beyond what the memory budget leaves it;
 * images held on the training device as uint8, decoded once: indexing,
   scaling, augmentation and normalisation are batched tensor ops there;
-* images streamed from disk by the store's worker processes, when the
-  decoded images exceed the store's memory budget.
+* images from the store's memory-mapped file, when the decoded images exceed
+  the memory budget: the first pass decodes them in worker processes.
 
 Frozen layers that are not cached run as a BatchNorm-folded inference copy
 (extract.py) when ``fold_frozen`` is on.
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..memory import resolve_budget
 from ..preprocess import Normalize, to_unit
 from ..progress import DECODING, EXTRACTING, Meter, Progress
 from ..registry import get_spec
@@ -47,39 +50,45 @@ class TrainData:
     # ran (the evidence pass); otherwise computed on demand into ``feature_store`` (None: the default).
     features: object = None
     feature_store: object = None
+    # Where files beyond the memory budget go (the run's cache/ folder; None: next to the feature cache).
+    spill_dir: Path | None = None
 
 
 def data_from_dataset(
     dataset,
     model_name: str,
     *,
-    memory_budget_mb: int = 2048,
+    memory_budget_mb: int | None = None,
     progress: Callable[[float, str], None] | None = None,
     publish: Callable[[Progress], None] | None = None,
     images=None,
     features=None,
+    spill_dir: str | Path | None = None,
 ) -> TrainData:
     """A :class:`tl_studio.data.Dataset` decoded once for a model's input size (``images``: already decoded).
 
     ``progress(fraction, message)`` hears about the decoding, and so does
     ``publish`` as "decoding" :class:`~tl_studio.progress.Progress` events.
     ``features``: the frozen network's feature set of these images, when a pass already ran.
+    ``memory_budget_mb`` (None: the default) and ``spill_dir``: see :class:`~tl_studio.data.ImageStore`.
     """
     if images is None:
-        images = decode(dataset, model_name, memory_budget_mb=memory_budget_mb, progress=progress, publish=publish)
+        images = decode(dataset, model_name, memory_budget_mb=memory_budget_mb, progress=progress, publish=publish,
+                        spill_dir=spill_dir)
     labels = torch.tensor(dataset.labels, dtype=torch.long)
     info = {"root": str(dataset.root), "fingerprint": dataset.fingerprint, **dataset.file_lists()}
     return TrainData(images, labels, list(dataset.train_idx), list(dataset.val_idx), list(dataset.classes), info,
-                     features=features)
+                     features=features, spill_dir=Path(spill_dir) if spill_dir is not None else None)
 
 
 def decode(
     dataset,
     model_name: str,
     *,
-    memory_budget_mb: int = 2048,
+    memory_budget_mb: int | None = None,
     progress: Callable[[float, str], None] | None = None,
     publish: Callable[[Progress], None] | None = None,
+    spill_dir: str | Path | None = None,
 ):
     """The dataset's images as an :class:`~tl_studio.data.ImageStore` at the model's input size."""
     from ..data import ImageStore
@@ -95,8 +104,9 @@ def decode(
     return ImageStore(
         dataset.paths,
         get_spec(model_name).preprocess,
-        memory_budget_bytes=memory_budget_mb * 2**20,
+        memory_budget_bytes=resolve_budget(memory_budget_mb),
         progress=tell if listeners else None,
+        spill_dir=spill_dir,
     )
 
 
@@ -126,7 +136,7 @@ class Inputs:
         self._publish = publish
         self.normalize = Normalize(get_spec(model_name).preprocess).to(device)
         self.labels = data.labels.to(device)
-        tensor = getattr(data.images, "tensor", None)
+        tensor = getattr(data.images, "tensor", None)  # None beyond the memory budget: a mapped file
         self.images = tensor.to(device) if tensor is not None else None
         self.model = None
         self.k = 0  # the frozen prefix: the first k body layers
@@ -147,7 +157,7 @@ class Inputs:
         """(dataset indices, streamed uint8 images or None) in the given order.
 
         In memory (or from the cache) a batch is an index; beyond the memory
-        budget the store decodes ahead in worker processes.
+        budget the store reads its mapped file (decoding ahead in worker processes on the first pass).
         """
         if self.images is not None or self.cache is not None:
             for i in range(0, len(indices), bs):
@@ -229,6 +239,8 @@ class Inputs:
             run_prefix=self.fast_prefix(),
             n_images=len(all_idx),
             dtype=getattr(torch, cfg.cache_dtype),
-            budget_bytes=cfg.cache_budget_mb * 2**20,
+            # One budget: what the decoded images hold in memory is not the cache's.
+            budget_bytes=max(resolve_budget(cfg.memory_budget_mb) - getattr(self.data.images, "memory_bytes", 0), 0),
             device=self.device,
+            spill_dir=self.data.spill_dir,
         )
