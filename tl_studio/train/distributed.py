@@ -1,0 +1,372 @@
+"""Training on several processes: DistributedDataParallel under torchrun.
+
+``torchrun --nproc_per_node N -m tl_studio train DATA ...`` (one machine or
+several, with torchrun's c10d rendezvous) starts N copies of the CLI; the CLI
+alone calls :func:`init` and hands the :class:`Dist` to the trainer. The
+engine never reads torchrun's environment to decide to go distributed, so the
+app's jobs (threads of its process) never do, whatever the environment.
+
+* Backend: ``nccl`` on CUDA (each rank takes ``LOCAL_RANK``'s GPU), ``gloo``
+  on the CPU. Every collective times out after :func:`timeout` seconds, so a
+  rank that hangs or dies never blocks the others for ever.
+* Data: every rank draws the same seeded permutation per epoch (epoch.py's
+  ``_order``) and takes its slice of each global batch (:func:`split_epoch`):
+  a step's global batch is the same images as in a single-process run, and
+  each rank's loss is weighted so that DDP's mean of the ranks' gradients is
+  the gradient of the global batch's mean loss.
+* Metrics are summed over the ranks (:func:`all_sum`) so every rank logs and
+  decides (best epoch, early stopping, a non-finite loss, a stop) on the same
+  global numbers; validation is sharded.
+* BatchNorm: on CUDA, BatchNorm layers that train become SyncBatchNorm.
+  PyTorch refuses it on CPU modules, so under gloo they keep per-rank
+  statistics (a WARNING says so). The plan's ``bn`` "eval" avoids the question.
+* Failures: a rank's own exception is left in the rendezvous store for the
+  others to name (:func:`failures`); a peer that died is named by its pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .. import devices
+from ..devices import DeviceError
+from .errors import Stopped, TrainingFailed
+
+log = logging.getLogger(__name__)
+
+ENV_TIMEOUT = "TL_STUDIO_DDP_TIMEOUT"  # seconds a collective may wait (default DEFAULT_TIMEOUT)
+DEFAULT_TIMEOUT = 60.0
+# Test hook, read only here: "rank1:raise@step2" makes rank 1 raise at the top of training step 2
+# (1-based, counted over the run), "rank1:kill@step2" kills it with SIGKILL there. Tests cannot mock
+# across processes; nothing else sets it.
+ENV_FAULT = "TL_STUDIO_FAULT"
+_KEY_FAILED = "tl_studio/failed"
+_KEY_PID = "tl_studio/pid/{}"
+_TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes the run folder, logs and prints."""
+        return self.rank == 0
+
+
+def launched(env=None) -> bool:
+    """Whether torchrun started this process as one of several workers."""
+    env = os.environ if env is None else env
+    return all(k in env for k in _TORCHRUN) and int(env["WORLD_SIZE"]) > 1
+
+
+def env_rank(env=None) -> int:
+    """This process's rank under torchrun (0 otherwise): for quieting the others before :func:`init`."""
+    env = os.environ if env is None else env
+    return int(env.get("RANK", "0")) if launched(env) else 0
+
+
+def timeout() -> timedelta:
+    raw = os.environ.get(ENV_TIMEOUT, str(DEFAULT_TIMEOUT))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise DeviceError(f"{ENV_TIMEOUT}: expected seconds, got {raw!r}") from None
+    return timedelta(seconds=seconds)
+
+
+def init(device_name: str = "auto") -> Dist:
+    """Join torchrun's process group: nccl with ``LOCAL_RANK``'s GPU, else gloo on the CPU."""
+    rank, world, local = (int(os.environ[k]) for k in _TORCHRUN)
+    dev = devices.resolve(device_name)
+    if dev.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise DeviceError(f"device: LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} GPU(s); "
+                              "torchrun --nproc_per_node must not exceed them")
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+        backend = "nccl"
+    elif dev.type == "cpu":
+        backend = "gloo"
+    else:
+        raise DeviceError(f"device: torchrun training runs on CUDA (nccl) or the CPU (gloo), not {dev.type}")
+    dist.init_process_group(backend, timeout=timeout(), **({"device_id": dev} if dev.type == "cuda" else {}))
+    with contextlib.suppress(Exception):  # only ever used to name a rank that died
+        _store().set(_KEY_PID.format(rank), f"{socket.gethostname()}:{os.getpid()}")
+    log.info("torchrun: %d processes (%s), rank %d on %s", world, backend, rank, dev)
+    return Dist(rank, world, local, dev, backend)
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):  # a peer already gone: nothing left to tear down cleanly
+            dist.destroy_process_group()
+
+
+def record(fn):
+    """The entry point under torchrun: its exception goes to torchrun's error summary (rank, type, message)."""
+    from torch.distributed.elastic.multiprocessing.errors import record as _record
+
+    return _record(fn)
+
+
+def terminate_as_interrupt() -> None:
+    """torchrun ends the other workers with SIGTERM when one fails: let them finish like a Ctrl-C (write
+    the run's state and say why) within torchrun's grace period, instead of dying at once."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+# ---- data ------------------------------------------------------------------------------------
+def split_epoch(order: torch.Tensor, batch_size: int, d: Dist | None) -> tuple[torch.Tensor, int, list[int]]:
+    """(this rank's images in order, its batch size per step, each step's global batch size).
+
+    Global batch b is ``order[b*bs:(b+1)*bs]``, split in rank order. The last,
+    partial batch is split as evenly as it goes; one with fewer images than
+    ranks is left out (a rank would have none to run).
+    """
+    n = len(order)
+    if d is None:
+        return order, batch_size, [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    w = d.world_size
+    full, rest = divmod(n, batch_size)
+    if rest and rest < w:
+        log.debug("the last batch (%d images < %d ranks) is left out", rest, w)
+        rest = 0
+    per = batch_size // w
+    body = order[: full * batch_size].view(full, w, per)[:, d.rank].reshape(-1)
+    tail = order[full * batch_size: full * batch_size + rest].tensor_split(w)[d.rank] if rest else order[:0]
+    return torch.cat([body, tail]), per, [batch_size] * full + ([rest] if rest else [])
+
+
+def split_rows(rows: torch.Tensor, d: Dist | None) -> torch.Tensor:
+    """This rank's contiguous share of ``rows`` (all of them in a single process)."""
+    return rows if d is None else rows.tensor_split(d.world_size)[d.rank]
+
+
+def loss_weight(d: Dist | None, n_local: int, n_global: int) -> float:
+    """Factor on a rank's mean loss so that DDP's mean over ranks is the global batch's mean loss."""
+    return 1.0 if d is None else n_local * d.world_size / n_global
+
+
+def all_sum(d: Dist | None, t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks (``t`` itself in a single process)."""
+    if d is None:
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def check_stop(trainer) -> None:
+    """The stop check at the top of a training step. Under torchrun every rank stops at the same step
+    when any one was asked to: a rank that stopped alone would leave the others in a collective."""
+    d = trainer.dist
+    if d is None:
+        return trainer.check_stop()
+    asked = trainer.stop_event is not None and trainer.stop_event.is_set()
+    if all_sum(d, torch.tensor([float(asked)], device=d.device)).item() > 0:
+        raise Stopped()
+
+
+def same_everywhere(d: Dist | None, value):
+    """Rank 0's ``value`` on every rank (a picklable object)."""
+    if d is None:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(d: Dist | None) -> None:
+    if d is not None:
+        dist.barrier()
+
+
+def _gather_rows(d: Dist, t: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Every rank's rows of ``t`` (``counts[r]`` from rank r), concatenated in rank order."""
+    dtype = t.dtype
+    # gloo's collectives are only sure for float32 here; the round trip is exact for float16/bfloat16
+    wire = torch.float32 if d.backend == "gloo" else dtype
+    pad = max(counts)
+    buf = torch.zeros((pad, *t.shape[1:]), dtype=wire, device=d.device)
+    buf[: len(t)] = t.to(device=d.device, dtype=wire)
+    parts = [torch.empty_like(buf) for _ in range(d.world_size)]
+    dist.all_gather(parts, buf)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(device=t.device, dtype=dtype)
+
+
+def gather_cache(d: Dist, cache, rows: torch.Tensor):
+    """The whole feature cache from each rank's shard of ``rows`` (built from ``split_rows(rows, d)``):
+    every rank needs every row, as its slices of the next epochs' batches can be any images."""
+    from .cache import FeatureCache
+
+    if cache is None:  # over its budget: every rank decides the same (the need is computed, not measured)
+        return None
+    counts = [len(s) for s in rows.tensor_split(d.world_size)]
+    channels_last = cache.h.dim() == 4 and cache.h.is_contiguous(memory_format=torch.channels_last)
+    h = _gather_rows(d, cache.h.contiguous(), counts)
+    if channels_last:
+        h = h.contiguous(memory_format=torch.channels_last)
+    feats = [_gather_rows(d, f.contiguous(), counts) for f in cache.feats]
+    return FeatureCache(cache.k, {int(i): r for r, i in enumerate(rows.tolist())}, h, feats)
+
+
+# ---- the model ---------------------------------------------------------------------------------
+class _TrainForward(nn.Module):
+    """The training forward DDP wraps: the whole model, or its suffix after a frozen (cached) prefix."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, feats=None, k=None):
+        return self.model(x) if k is None else self.model.suffix(x, feats, k)
+
+
+def _sync_batchnorm(model, d: Dist) -> None:
+    """SyncBatchNorm for BatchNorm that trains, on CUDA; under gloo a warning that its statistics stay per rank."""
+    bn_type = nn.modules.batchnorm._BatchNorm
+    if model.plan.bn == "eval":
+        return
+    trained = [(parent, name, m) for parent in model.body.modules() for name, m in parent.named_children()
+               if isinstance(m, bn_type) and not isinstance(m, nn.SyncBatchNorm)
+               and any(p.requires_grad for p in m.parameters(recurse=False))]
+    if not trained:
+        return
+    if d.device.type != "cuda":
+        if d.main:
+            log.warning("gloo: %d BatchNorm layer(s) train with per-rank statistics (SyncBatchNorm needs CUDA); "
+                        'the plan\'s "bn": "eval" keeps them fixed instead', len(trained))
+        return
+    for parent, name, m in trained:
+        # The same parameter and buffer tensors move over: the optimizer's references stay valid.
+        setattr(parent, name, nn.SyncBatchNorm.convert_sync_batchnorm(m))
+
+
+def enter_phase(trainer) -> None:
+    """After a phase change (what trains changed): SyncBatchNorm, and a new DDP wrapper over the trainable
+    parameters. Constructing it broadcasts rank 0's weights, so every rank starts the phase identical."""
+    d = trainer.dist
+    if d is None:
+        return
+    from torch.nn.parallel import DistributedDataParallel
+
+    _sync_batchnorm(trainer.model, d)
+    # Frozen layers on the CPU run channels-last, so some gradients come in other strides than DDP's
+    # buckets: a copy, not an error (the warning would print on every rank).
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    with warnings.catch_warnings():
+        # torch 2.14 deprecates broadcast_buffers but says to keep it while rank-local buffers are wanted.
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer.inputs.ddp = DistributedDataParallel(
+            _TrainForward(trainer.model),
+            device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            # BatchNorm statistics stay each rank's own (nothing to sync under "bn": "eval" or frozen BatchNorm).
+            broadcast_buffers=False,
+        )
+
+
+# ---- failures --------------------------------------------------------------------------------
+def fault_point(step: int) -> None:
+    """The test hook (``TL_STUDIO_FAULT``, see above) at the top of training step ``step`` (1-based)."""
+    spec = os.environ.get(ENV_FAULT)
+    if not spec:
+        return
+    m = re.fullmatch(r"rank(\d+):(raise|kill)@step(\d+)", spec.strip())
+    if m is None or int(m[1]) != env_rank() or int(m[3]) != step:
+        return
+    if m[2] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"{ENV_FAULT}: fault injected on rank {m[1]} at step {step}")
+
+
+def _store():
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return _get_default_store()
+
+
+def _is_collective_failure(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("gloo", "nccl", "connection closed", "connection reset", "timed out", "broken pipe"))
+
+
+def _dead_peers(d: Dist) -> list[str]:
+    """Ranks on this machine whose process is gone (or a zombie): killed, or crashed without a word."""
+    here, out, store = socket.gethostname(), [], _store()
+    for r in range(d.world_size):
+        key = _KEY_PID.format(r)
+        if r == d.rank or not store.check([key]):
+            continue
+        host, _, pid = store.get(key).decode().rpartition(":")
+        if host != here:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                alive = fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            alive = False
+        if not alive:
+            out.append(f"rank {r} (pid {pid})")
+    return out
+
+
+def describe_failure(d: Dist | None, exc: BaseException) -> str:
+    """What the run's summary says about ``exc``. Under torchrun: a rank's own failure, which the others
+    can then read from the store, or, for a collective that failed, which rank failed first and why."""
+    own = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if d is None:
+        return own
+    with contextlib.suppress(Exception):
+        store = _store()
+        if not _is_collective_failure(exc):
+            if not store.check([_KEY_FAILED]):
+                store.set(_KEY_FAILED, f"rank {d.rank}: {own}")
+            return f"rank {d.rank}: {own}"
+        for _ in range(20):  # the failing rank writes before it exits, so this rarely waits
+            if store.check([_KEY_FAILED]):
+                return f"another rank failed: {store.get(_KEY_FAILED).decode()} (here: {own})"
+            dead = _dead_peers(d)
+            if dead:
+                return f"{', '.join(dead)} ended without an error of its own (killed by a signal?) (here: {own})"
+            time.sleep(0.1)
+    return f"rank {d.rank}: {own} (a collective failed: another rank failed or timed out; torchrun's error " \
+           "summary names it)"
+
+
+@contextlib.contextmanager
+def failures(d: Dist | None):
+    """Name the failure in what propagates: a rank's own, or the peer whose failure broke a collective."""
+    if d is None:
+        yield
+        return
+    try:
+        yield
+    except Stopped:
+        raise
+    except Exception as exc:
+        text = describe_failure(d, exc)
+        if _is_collective_failure(exc):
+            raise TrainingFailed(text) from exc
+        raise
