@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -56,15 +57,27 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
-def tl(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "tl_studio", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
+def start(cmd: list, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *map(str, cmd)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**ENV, **(env or {})})
 
 
-def torchrun(*args, env=None, timeout=240):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tl_studio", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=timeout)
+def finish(proc: subprocess.Popen, timeout=240) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def tl(*args) -> subprocess.Popen:
+    return start(["-m", "tl_studio", *args])
+
+
+def torchrun(*args, env=None) -> subprocess.Popen:
+    return start(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tl_studio", *args],
+                 env)
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -78,9 +91,11 @@ def runs(data, tmp_path_factory):
     """The same training, in one process and on two ranks."""
     out = tmp_path_factory.mktemp("runs")
     plan = data.parent / "plan.json"
+    # Both at once: the two cores are busier, the wall time shorter; the arithmetic is the same.
     single = tl("train", data, "--plan", plan, "--epochs", "2", "--out", out / "single", *COMMON)
+    multi = finish(torchrun("train", data, "--plan", plan, "--epochs", "2", "--out", out / "multi", *COMMON))
+    single = finish(single)
     assert single.returncode == 0, single.stderr
-    multi = torchrun("train", data, "--plan", plan, "--epochs", "2", "--out", out / "multi", *COMMON)
     assert multi.returncode == 0, multi.stderr
     return out, single, multi
 
@@ -115,37 +130,51 @@ def test_one_run_folder_written_by_rank_0_only(runs):
 def test_resume_under_torchrun(runs, data):
     out, _, _ = runs
     run = out / "multi"
-    again = torchrun("train", data, "--out", run, "--resume", "--epochs", "3", *COMMON)
+    again = finish(torchrun("train", data, "--out", run, "--resume", "--epochs", "3", *COMMON))
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert summary["epochs_run"] == 3 and summary["world_size"] == 2 and summary["status"] == "finished"
     assert (run / "metrics.csv").read_text().count("\n") == 4  # header and epochs 1-3
 
 
-@pytest.mark.parametrize("fault, named", [("raise", "RuntimeError"), ("kill", "SIGKILL")])
-def test_a_failing_rank_ends_every_rank(data, tmp_path, fault, named):
-    run = tmp_path / "run"
+def test_a_failing_rank_ends_every_rank(data, tmp_path):
+    """Rank 1 raises in one run and is killed (SIGKILL) in another, both at step 2 (the two run at once)."""
+    faults = {"raise": "RuntimeError", "kill": "SIGKILL"}
     started = time.monotonic()
-    proc = torchrun("train", data, "--model", "mobilenet_v3_small", "--plan", "head", "--head-solver", "sgd",
-                    "--epochs", "2", "--out", run, *COMMON, env={distributed.ENV_FAULT: f"rank1:{fault}@step2"},
-                    timeout=120)
+    procs = {fault: torchrun("train", data, "--model", "mobilenet_v3_small", "--plan", "head", "--head-solver",
+                             "sgd", "--epochs", "2", "--out", tmp_path / fault, *COMMON,
+                             env={distributed.ENV_FAULT: f"rank1:{fault}@step2"})
+             for fault in faults}
+    done = {fault: finish(proc, timeout=120) for fault, proc in procs.items()}
     assert time.monotonic() - started < 60
-    assert proc.returncode != 0
-    # torchrun's error summary names the rank and what ended it.
-    report = proc.stderr[proc.stderr.rfind("Root Cause"):]
-    assert "rank      : 1" in report and named in report, proc.stderr[-3000:]
-    # Rank 0 survived it: its log and the run's summary say which rank failed.
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "failed" and "rank 1" in summary["error"], summary
-    assert "rank 1" in proc.stderr[: proc.stderr.find("Root Cause")]
+    for fault, named in faults.items():
+        proc = done[fault]
+        assert proc.returncode != 0, fault
+        # torchrun's error summary names the rank and what ended it.
+        cause = proc.stderr.rfind("Root Cause")
+        assert "rank      : 1" in proc.stderr[cause:] and named in proc.stderr[cause:], proc.stderr[-3000:]
+        # Rank 0 outlived it: its log and the run's summary say which rank failed.
+        summary = json.loads((tmp_path / fault / "summary.json").read_text())
+        assert summary["status"] == "failed" and "rank 1" in summary["error"], summary
+        assert "ERROR tl_studio.train.jobs: job" in proc.stderr and "failed: TrainingFailed: " in proc.stderr
+        assert "rank 1" in proc.stderr[: proc.stderr.find("Root Cause")]
 
 
-def test_the_batch_must_divide_over_the_ranks(data, tmp_path):
-    proc = torchrun("train", data, "--plan", "head", "--epochs", "1", "--out", tmp_path / "run",
-                    *[a if a != "8" else "7" for a in COMMON], timeout=120)
-    assert proc.returncode != 0
-    assert "--batch-size 7: the global batch must divide evenly over torchrun's 2 processes" in proc.stderr
-    assert not (tmp_path / "run" / "config.json").exists()
+@pytest.mark.filterwarnings("ignore:Unable to enable fault handler")  # pytest's captured stderr has no fileno
+def test_the_batch_must_divide_over_the_ranks(data, tmp_path, monkeypatch, capsys):
+    """Refused on every rank before any process group or data: here rank 0 of 2, in this process."""
+    from tl_studio.cli import main
+    from tl_studio.cli.common import CLIError
+
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))  # what torchrun would read
+    args = [a if a != "8" else "7" for a in COMMON]
+    with pytest.raises(CLIError, match="--batch-size 7: the global batch must divide evenly over torchrun's 2"):
+        main(["train", str(data), "--plan", "head", "--out", str(tmp_path / "run"), *args])
+    assert "--batch-size 7" in json.loads((tmp_path / "error.json").read_text())["message"]["message"]
+    assert not (tmp_path / "run").exists() and not torch.distributed.is_initialized()
+    assert "error: --batch-size 7" in capsys.readouterr().err
 
 
 # ---- the pieces ----------------------------------------------------------------------------------
@@ -171,6 +200,74 @@ def test_each_global_batch_is_split_over_the_ranks(n, bs, world):
     assert sum(taken) == n - (n % bs if n % bs < world else 0)
     assert distributed.loss_weight(None, 4, 8) == 1.0
     assert distributed.loss_weight(distributed.Dist(0, 2, 0, torch.device("cpu"), "gloo"), 4, 8) == 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Pixels:
+    """Images as an ImageStore hands them to the feature pass: uint8 batches with their indices."""
+
+    def __init__(self, n: int, size: int):
+        self.t = torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0),
+                               dtype=torch.uint8)
+
+    def __len__(self):
+        return len(self.t)
+
+    def batches(self, indices, bs, shuffle=False):
+        for i in range(0, len(indices), bs):
+            idx = torch.as_tensor(indices[i:i + bs])
+            yield self.t[idx], idx
+
+
+def _small_bn_sample(n, limit=4):
+    return list(range(min(n, limit)))  # so that a dozen images leave some to shard
+
+
+def _shards_on_two_ranks(rank, port, folder):
+    """One rank of a 2-process gloo group: the sharded feature pass and the sharded training cache."""
+    from tl_studio.features import extract as ex
+    from tl_studio.train.cache import FeatureCache
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    ex.bn_sample = _small_bn_sample
+    d = distributed.init("cpu")
+    try:
+        torch.manual_seed(0)
+        fs = ex.extract("mobilenet_v3_small", Pixels(12, 64), "fp", device="cpu", pretrained=False,
+                        share=distributed.feature_share(d))
+        rows = torch.arange(10)
+        mine = distributed.split_rows(rows, d)
+        cache = FeatureCache(1, {int(i): r for r, i in enumerate(mine.tolist())},
+                             (mine.float()[:, None, None, None] * torch.ones(1, 2, 3, 3)).half(), [mine[:, None].float()])
+        full = distributed.gather_cache(d, cache, rows)
+        torch.save({"pooled": torch.cat([fs.pooled[n] for n in fs.layers], 1), "h": full.h, "feats": full.feats,
+                    "pos": full._pos}, f"{folder}/rank{rank}.pt")
+    finally:
+        distributed.teardown()
+
+
+def test_the_feature_pass_and_the_cache_are_sharded_and_gathered(tmp_path, monkeypatch):
+    from tl_studio.features import extract as ex
+
+    torch.multiprocessing.start_processes(_shards_on_two_ranks, args=(free_port(), str(tmp_path)), nprocs=2,
+                                          start_method="spawn")
+    monkeypatch.setattr(ex, "bn_sample", _small_bn_sample)
+    torch.manual_seed(0)
+    fs = ex.extract("mobilenet_v3_small", Pixels(12, 64), "fp", device="cpu", pretrained=False)
+    alone = torch.cat([fs.pooled[n] for n in fs.layers], 1)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(got["pooled"], alone, atol=1e-5, rtol=1e-4)
+        assert got["pos"] == {i: i for i in range(10)} and got["h"].dtype == torch.float16
+        assert torch.equal(got["h"][:, 0, 0, 0], torch.arange(10).half())
+        assert torch.equal(got["feats"][0][:, 0], torch.arange(10).float())
 
 
 def test_launched_reads_torchrun_environment():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def _check_before_data(args):
     return file_plan, given
 
 
-def _plan_and_settings(args, dataset, file_plan, device, store=None):
+def _plan_and_settings(args, dataset, file_plan, device, store=None, share=None):
     """The plan, hyper-parameters and (for --plan auto) what the evidence pass measured."""
     from ..plan import Plan
 
@@ -140,7 +141,7 @@ def _plan_and_settings(args, dataset, file_plan, device, store=None):
         from .evidence import recommendation
 
         try:
-            measured = recommendation(args, dataset, device, store)
+            measured = recommendation(args, dataset, device, store, share)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         rec = measured.recommendation
@@ -176,6 +177,8 @@ def run(args) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     distributed.terminate_as_interrupt()
     checked = _check_before_data(args)  # the same one-line errors on every rank, before joining the group
+    if args.batch_size is not None:
+        _check_batch(args.batch_size, int(os.environ["WORLD_SIZE"]))
     dist = distributed.init(args.device)
     try:
         return _run(args, dist, checked)
@@ -183,11 +186,21 @@ def run(args) -> int:
         distributed.teardown()
 
 
+def _check_batch(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise CLIError(f"--batch-size {batch_size}: the global batch must divide evenly over torchrun's {world} "
+                       f"processes; choose a multiple of {world}")
+
+
 def _run(args, dist, checked) -> int:
     from ..data import load_dataset
     from ..train import distributed
 
     main = dist is None or dist.main
+    if dist is not None:  # --random-weights: the same random network on every rank, the evidence pass's too
+        import torch
+
+        torch.manual_seed(args.seed)
     pretrained = _pretrained(args)
     out = Path(args.out)
     stored = _open_out(out, args, main)
@@ -219,7 +232,8 @@ def _train(args, dist, dataset, checked, stored, pretrained, out) -> int:
         plan, settings = stored.plan, dict(stored.config.get("train") or {})
         settings.pop("seed", None)
     else:
-        plan, settings, measured = _plan_and_settings(args, dataset, file_plan, device, store)
+        plan, settings, measured = _plan_and_settings(args, dataset, file_plan, device, store,
+                                                      distributed.feature_share(dist))
     if dist is not None:  # every rank decided the same, up to an evidence pass's rounding: rank 0's holds
         plan_dict, settings = distributed.same_everywhere(dist, (plan.to_dict(), settings))
         plan = Plan.from_dict(plan_dict)
@@ -235,9 +249,8 @@ def _train(args, dist, dataset, checked, stored, pretrained, out) -> int:
         if stored is not None:  # settings this version no longer takes
             raise CLIError(f"{out / 'config.json'}: {exc}{made_by(stored.config)}") from None
         raise
-    if dist is not None and config.batch_size % dist.world_size:
-        raise CLIError(f"--batch-size {config.batch_size}: the global batch must divide evenly over torchrun's "
-                       f"{dist.world_size} processes; choose a multiple of {dist.world_size}")
+    if dist is not None:  # a batch size the recommendation chose
+        _check_batch(config.batch_size, dist.world_size)
 
     def data(publish):
         if measured is not None and measured.images is not None:

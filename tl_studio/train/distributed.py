@@ -229,6 +229,34 @@ def gather_cache(d: Dist, cache, rows: torch.Tensor):
     return FeatureCache(cache.k, {int(i): r for r, i in enumerate(rows.tolist())}, h, feats)
 
 
+class FeatureShare:
+    """The ranks' split of the frozen network's one pass (features/extract.py): rank r runs the r-th part
+    of the images outside the BatchNorm sample, then every rank gathers every row."""
+
+    def __init__(self, d: Dist):
+        self.d = d
+
+    def everyone(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank."""
+        return all_sum(self.d, torch.tensor([float(not flag)], device=self.d.device)).item() == 0
+
+    def mine(self, rows: list[int]) -> list[int]:
+        return rows[len(rows) * self.d.rank // self.d.world_size: len(rows) * (self.d.rank + 1) // self.d.world_size]
+
+    def gather(self, out: torch.Tensor, rows: list[int]) -> None:
+        """Fill ``out``'s ``rows`` (computed by their ranks) on every rank."""
+        if not rows:  # every image was in the BatchNorm sample, which every rank ran
+            return
+        w = self.d.world_size
+        counts = [len(rows) * (r + 1) // w - len(rows) * r // w for r in range(w)]
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        out[idx] = _gather_rows(self.d, out[torch.as_tensor(self.mine(rows), dtype=torch.long)], counts)
+
+
+def feature_share(d: Dist | None) -> FeatureShare | None:
+    return None if d is None else FeatureShare(d)
+
+
 # ---- the model ---------------------------------------------------------------------------------
 class _TrainForward(nn.Module):
     """The training forward DDP wraps: the whole model, or its suffix after a frozen (cached) prefix."""
