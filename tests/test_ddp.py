@@ -127,14 +127,19 @@ def test_one_run_folder_written_by_rank_0_only(runs):
     assert multi.stderr.count("torchrun: 2 processes (gloo)") == 1
 
 
-def test_resume_under_torchrun(runs, data):
+def test_resume_and_a_stop_asked_of_one_rank_under_torchrun(runs, data):
+    """The 2-epoch run resumed to 4 epochs; rank 1 alone is asked to stop in epoch 4 (step 7, at 2 a epoch):
+    every rank stops at the same step, the run is "stopped" after 3 epochs, nothing hangs."""
     out, _, _ = runs
     run = out / "multi"
-    again = finish(torchrun("train", data, "--out", run, "--resume", "--epochs", "3", *COMMON))
-    assert again.returncode == 0, again.stderr
+    again = finish(torchrun("train", data, "--out", run, "--resume", "--epochs", "4", *COMMON,
+                            env={distributed.ENV_FAULT: "rank1:stop@step7"}), timeout=120)
+    # Both ranks exit with 130 (stopped), which torchrun reports as a failure; rank 0 wrote the run first.
+    assert again.returncode != 0 and "exitcode  : 130" in again.stderr, again.stderr[-3000:]
     summary = json.loads(again.stdout)
-    assert summary["epochs_run"] == 3 and summary["world_size"] == 2 and summary["status"] == "finished"
+    assert summary["status"] == "stopped" and summary["epochs_run"] == 3 and summary["world_size"] == 2
     assert (run / "metrics.csv").read_text().count("\n") == 4  # header and epochs 1-3
+    assert "resuming at epoch 3" in again.stderr
 
 
 def test_a_failing_rank_ends_every_rank(data, tmp_path):

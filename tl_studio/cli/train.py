@@ -265,6 +265,10 @@ def _train(args, dist, dataset, checked, stored, pretrained, out) -> int:
         job = train.start_job(plan, config, data, run_dir=out, resume=args.resume, pretrained=pretrained,
                               dist=dist)
         follow_job(job, view)
+    if dist is not None and job.status != train.FAILED:
+        # No rank leaves before rank 0 has written the run: torchrun ends the others when one exits
+        # with a non-zero status (130: stopped).
+        distributed.barrier(dist)
     if job.status == train.FAILED:
         raise CLIError(job.error or "training failed")
     summary = job.result.summary

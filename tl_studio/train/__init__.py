@@ -10,6 +10,8 @@
     cache.py       the frozen-feature cache      extract.py   the folded frozen prefix
     schedule.py    learning-rate schedules       metrics.py   the metrics log other threads read
     config.py      TrainConfig                   errors.py    Stopped, NonFiniteLoss, TrainingFailed
+    distributed.py under torchrun (from the CLI only): DDP, the ranks' shares, metrics summed over them
+    rank_failures.py  naming the rank whose failure ends a torchrun run; the fault-injection test hook
 
 The run folder's files belong to :mod:`tl_studio.runs`, the choice of
 device to :mod:`tl_studio.devices`.

@@ -82,14 +82,15 @@ def head_inputs(trainer) -> tuple[torch.Tensor, FeatureSet | None]:
     was = model.training
     model.eval()
     rows = torch.arange(len(trainer.data.labels))
+    d = trainer.dist if trainer.dist is not None and len(rows) >= trainer.dist.world_size else None
     out = []
     with torch.no_grad():
-        for idx, raw in trainer.inputs.batches(rows, 64):
+        for idx, raw in trainer.inputs.batches(distributed.split_rows(rows, d), 64):  # under torchrun: a shard
             trainer.check_stop()
             h, _ = model.prefix(trainer.inputs.tensor(idx, train=False, raw=raw), len(model.body))
             out.append(h.float().cpu())
     model.train(was)
-    return torch.cat(out), None
+    return distributed.gather_split(d, torch.cat(out), rows), None
 
 
 def fit_head(trainer, x: torch.Tensor, fs: FeatureSet | None) -> dict:

@@ -20,8 +20,8 @@ app's jobs (threads of its process) never do, whatever the environment.
 * BatchNorm: on CUDA, BatchNorm layers that train become SyncBatchNorm.
   PyTorch refuses it on CPU modules, so under gloo they keep per-rank
   statistics (a WARNING says so). The plan's ``bn`` "eval" avoids the question.
-* Failures: a rank's own exception is left in the rendezvous store for the
-  others to name (:func:`failures`); a peer that died is named by its pid.
+* Failures (rank_failures.py): a rank's own exception is left in the
+  rendezvous store for the others to name; a peer that died is named by its pid.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import signal
 import socket
-import time
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,18 +41,20 @@ from torch import nn
 
 from .. import devices
 from ..devices import DeviceError
-from .errors import Stopped, TrainingFailed
+from .rank_failures import ENV_FAULT, KEY_PID, describe_failure, failures, fault_point, store
+
+# The failure helpers live in rank_failures.py; callers reach them here, with the rest.
+__all__ = [
+    "DEFAULT_TIMEOUT", "Dist", "ENV_FAULT", "ENV_TIMEOUT", "FeatureShare", "all_sum", "barrier",
+    "describe_failure", "enter_phase", "env_rank", "failures", "fault_point", "feature_share",
+    "gather_cache", "gather_split", "init", "launched", "loss_weight", "record", "same_everywhere",
+    "split_epoch", "split_rows", "teardown", "terminate_as_interrupt", "timeout", "window"
+]
 
 log = logging.getLogger(__name__)
 
 ENV_TIMEOUT = "TL_STUDIO_DDP_TIMEOUT"  # seconds a collective may wait (default DEFAULT_TIMEOUT)
 DEFAULT_TIMEOUT = 60.0
-# Test hook, read only here: "rank1:raise@step2" makes rank 1 raise at the top of training step 2
-# (1-based, counted over the run), "rank1:kill@step2" kills it with SIGKILL there. Tests cannot mock
-# across processes; nothing else sets it.
-ENV_FAULT = "TL_STUDIO_FAULT"
-_KEY_FAILED = "tl_studio/failed"
-_KEY_PID = "tl_studio/pid/{}"
 _TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -110,7 +110,7 @@ def init(device_name: str = "auto") -> Dist:
         raise DeviceError(f"device: torchrun training runs on CUDA (nccl) or the CPU (gloo), not {dev.type}")
     dist.init_process_group(backend, timeout=timeout(), **({"device_id": dev} if dev.type == "cuda" else {}))
     with contextlib.suppress(Exception):  # only ever used to name a rank that died
-        _store().set(_KEY_PID.format(rank), f"{socket.gethostname()}:{os.getpid()}")
+        store().set(KEY_PID.format(rank), f"{socket.gethostname()}:{os.getpid()}")
     log.info("torchrun: %d processes (%s), rank %d on %s", world, backend, rank, dev)
     return Dist(rank, world, local, dev, backend)
 
@@ -175,15 +175,16 @@ def all_sum(d: Dist | None, t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def check_stop(trainer) -> None:
-    """The stop check at the top of a training step. Under torchrun every rank stops at the same step
-    when any one was asked to: a rank that stopped alone would leave the others in a collective."""
-    d = trainer.dist
-    if d is None:
-        return trainer.check_stop()
+def window(trainer, losses: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
+    """A window of step losses summed over the ranks, and whether any rank was asked to stop.
+
+    One collective per window (``sync_every`` steps), where the losses are copied off anyway: every
+    rank stops at the same step, as a rank that stopped alone would leave the others in a collective.
+    """
     asked = trainer.stop_event is not None and trainer.stop_event.is_set()
-    if all_sum(d, torch.tensor([float(asked)], device=d.device)).item() > 0:
-        raise Stopped()
+    flag = torch.tensor([float(asked)], device=trainer.device)
+    summed = all_sum(trainer.dist, torch.cat([torch.stack(losses).float(), flag]))
+    return list(summed[:-1].unbind()), bool(summed[-1].item() > 0)
 
 
 def same_everywhere(d: Dist | None, value):
@@ -211,6 +212,13 @@ def _gather_rows(d: Dist, t: torch.Tensor, counts: list[int]) -> torch.Tensor:
     parts = [torch.empty_like(buf) for _ in range(d.world_size)]
     dist.all_gather(parts, buf)
     return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(device=t.device, dtype=dtype)
+
+
+def gather_split(d: Dist | None, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The rows of every rank's ``split_rows(rows, d)`` share (``t``: this rank's), in order."""
+    if d is None:
+        return t
+    return _gather_rows(d, t, [len(s) for s in rows.tensor_split(d.world_size)])
 
 
 def gather_cache(d: Dist, cache, rows: torch.Tensor):
@@ -310,91 +318,3 @@ def enter_phase(trainer) -> None:
             # BatchNorm statistics stay each rank's own (nothing to sync under "bn": "eval" or frozen BatchNorm).
             broadcast_buffers=False,
         )
-
-
-# ---- failures --------------------------------------------------------------------------------
-def fault_point(step: int) -> None:
-    """The test hook (``TL_STUDIO_FAULT``, see above) at the top of training step ``step`` (1-based)."""
-    spec = os.environ.get(ENV_FAULT)
-    if not spec:
-        return
-    m = re.fullmatch(r"rank(\d+):(raise|kill)@step(\d+)", spec.strip())
-    if m is None or int(m[1]) != env_rank() or int(m[3]) != step:
-        return
-    if m[2] == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"{ENV_FAULT}: fault injected on rank {m[1]} at step {step}")
-
-
-def _store():
-    from torch.distributed.distributed_c10d import _get_default_store
-
-    return _get_default_store()
-
-
-def _is_collective_failure(exc: BaseException) -> bool:
-    if isinstance(exc, getattr(dist, "DistError", ())):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(
-        s in text for s in ("gloo", "nccl", "connection closed", "connection reset", "timed out", "broken pipe"))
-
-
-def _dead_peers(d: Dist) -> list[str]:
-    """Ranks on this machine whose process is gone (or a zombie): killed, or crashed without a word."""
-    here, out, store = socket.gethostname(), [], _store()
-    for r in range(d.world_size):
-        key = _KEY_PID.format(r)
-        if r == d.rank or not store.check([key]):
-            continue
-        host, _, pid = store.get(key).decode().rpartition(":")
-        if host != here:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                alive = fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except OSError:
-            alive = False
-        if not alive:
-            out.append(f"rank {r} (pid {pid})")
-    return out
-
-
-def describe_failure(d: Dist | None, exc: BaseException) -> str:
-    """What the run's summary says about ``exc``. Under torchrun: a rank's own failure, which the others
-    can then read from the store, or, for a collective that failed, which rank failed first and why."""
-    own = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if d is None:
-        return own
-    with contextlib.suppress(Exception):
-        store = _store()
-        if not _is_collective_failure(exc):
-            if not store.check([_KEY_FAILED]):
-                store.set(_KEY_FAILED, f"rank {d.rank}: {own}")
-            return f"rank {d.rank}: {own}"
-        for _ in range(20):  # the failing rank writes before it exits, so this rarely waits
-            if store.check([_KEY_FAILED]):
-                return f"another rank failed: {store.get(_KEY_FAILED).decode()} (here: {own})"
-            dead = _dead_peers(d)
-            if dead:
-                return f"{', '.join(dead)} ended without an error of its own (killed by a signal?) (here: {own})"
-            time.sleep(0.1)
-    return f"rank {d.rank}: {own} (a collective failed: another rank failed or timed out; torchrun's error " \
-           "summary names it)"
-
-
-@contextlib.contextmanager
-def failures(d: Dist | None):
-    """Name the failure in what propagates: a rank's own, or the peer whose failure broke a collective."""
-    if d is None:
-        yield
-        return
-    try:
-        yield
-    except Stopped:
-        raise
-    except Exception as exc:
-        text = describe_failure(d, exc)
-        if _is_collective_failure(exc):
-            raise TrainingFailed(text) from exc
-        raise

@@ -21,7 +21,7 @@ import torch
 
 from ..progress import STEP, Meter
 from . import distributed, phases
-from .errors import NonFiniteLoss
+from .errors import NonFiniteLoss, Stopped
 from .schedule import lr_factor
 
 
@@ -62,8 +62,9 @@ def train_epoch(trainer, epoch: int, total_steps: int, warmup: int) -> dict:
     t0 = time.perf_counter()
     t_window = t0
     for b, (idx, raw) in enumerate(inputs.batches(mine, per_rank)):
-        distributed.fault_point(t.step + 1)  # a test hook: nothing unless TL_STUDIO_FAULT names this step
-        distributed.check_stop(t)
+        distributed.fault_point(t.step + 1, t.stop_event)  # a test hook: nothing unless TL_STUDIO_FAULT says
+        if d is None:  # under torchrun the ranks agree on a stop at the window's copy, below
+            t.check_stop()
         for cb in t.callbacks:
             cb(t, "batch", {"epoch": epoch, "step": t.step, "batch_size": len(idx)})
         phases.set_lr(opt, lr_factor(t.step, total_steps, warmup, cfg.schedule))
@@ -92,8 +93,9 @@ def train_epoch(trainer, epoch: int, total_steps: int, warmup: int) -> dict:
         meter.update(b + 1)
         if len(losses) >= cfg.sync_every or b == n_steps - 1:
             now = time.perf_counter()
+            stop = False
             if d is not None:
-                losses = list(distributed.all_sum(d, torch.stack(losses)).unbind())
+                losses, stop = distributed.window(t, losses)
             _flush(t.metrics, losses, lrs, window_start, epoch, now - t_window, bs)
             losses, lrs, window_start, t_window = [], [], t.step, now
             elapsed = now - t0
@@ -111,6 +113,8 @@ def train_epoch(trainer, epoch: int, total_steps: int, warmup: int) -> dict:
                 eta_seconds=remaining,
                 batch_size=bs,
             )
+            if stop:
+                raise Stopped()
     dt = time.perf_counter() - t0
     if d is not None:
         totals = distributed.all_sum(d, torch.stack([loss_sum, correct.float(),

@@ -149,7 +149,7 @@ class Trainer:
         return devices.autocast(self.device, self.amp_dtype)
 
     def check_stop(self) -> None:
-        # Under torchrun ranks stop together, at a training step (distributed.check_stop), never alone.
+        # Under torchrun ranks stop together, at a training step (distributed.window), never alone.
         if self.dist is None and self.stop_event is not None and self.stop_event.is_set():
             raise Stopped()
 
