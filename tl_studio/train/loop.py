@@ -210,7 +210,8 @@ class Trainer:
                 self.start_phase(epoch)
                 self.inputs.build_cache(cfg, self.batch_size)
                 used_cache = used_cache or self.inputs.cache is not None
-                n_steps = math.ceil(len(self.data.train_idx) / self.batch_size)
+                n_steps = len(distributed.split_epoch(torch.arange(len(self.data.train_idx)), self.batch_size,
+                                                      self.dist)[2])  # as the epoch counts them
                 total = self.step + (cfg.epochs - epoch) * n_steps
                 warmup = int(cfg.warmup_epochs * n_steps)
                 try:
