@@ -36,7 +36,7 @@ SCHEMA = "tl-studio/plan"
 VERSION = 2
 READS_VERSIONS = (1, 2)
 FROZEN, TRAIN = "frozen", "train"
-BN_POLICIES = ("frozen", "train")
+BN_POLICIES = ("frozen", "train", "eval")
 
 
 # Upper bounds on a plan's numbers: beyond them a value is a mistake (or an attempt to
@@ -116,7 +116,10 @@ class Plan:
     # layers whose globally pooled outputs are concatenated to feed the head
     taps: tuple[str, ...] = ()
     # "frozen": BatchNorm in frozen parts keeps its statistics and affine weights;
-    # "train": those BatchNorm layers train (statistics and affine) anyway
+    # "train": those BatchNorm layers train (statistics and affine) anyway;
+    # "eval": every BatchNorm, frozen or trained, runs in eval mode with its statistics fixed
+    # (torchvision's FrozenBatchNorm2d), for small per-device batches; the affine weights of
+    # BatchNorm in layers that train still train (otherwise a training layer would silently lose them)
     bn: str = "frozen"
     # the earliest trainable body layer learns at lr * body_lr_ratio, rising
     # geometrically to the head's lr (1.0: one learning rate for all)

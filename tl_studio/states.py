@@ -10,7 +10,8 @@ A layer's *state* is frozen, trains or removed: what the user chose for the
 layer as a whole (or removed by the cut). Beside it stand annotations that are
 not states of their own: *tapped* (its pooled output feeds the head),
 *bn_trains* (its BatchNorm trains although the layer is frozen: the plan's
-``bn`` policy) and *partial* (finer entries in the plan give some of its
+``bn`` policy), *bn_eval* (its BatchNorm runs in eval mode with fixed
+statistics whether the layer trains or not: ``bn`` "eval") and *partial* (finer entries in the plan give some of its
 parameters another choice). The parameter counts are exact per parameter.
 """
 
@@ -36,6 +37,7 @@ class LayerState:
     chosen: str  # the user's choice for the layer ("frozen" | "train"): what its checkbox shows
     tapped: bool
     bn_trains: bool  # BatchNorm parameters train though the layer is frozen
+    bn_eval: bool  # a kept layer's BatchNorm runs in eval mode, statistics fixed (plan bn "eval")
     partial: bool  # finer plan entries give some parameters another choice
     params: int
     trainable: int  # parameters that train (0 when removed)
@@ -108,11 +110,11 @@ class PlanStates:
         """One plain row per body layer and one for the new head (tables, the picture, JSON)."""
         out = [
             {"index": s.index, "name": s.name, "state": s.state, "tapped": s.tapped, "bn_trains": s.bn_trains,
-             "partial": s.partial, "params": s.params, "trainable": s.trainable, "flops": s.flops}
+             "bn_eval": s.bn_eval, "partial": s.partial, "params": s.params, "trainable": s.trainable, "flops": s.flops}
             for s in self.layers
         ]
         out.append({"index": len(self.layers), "name": HEAD_S, "state": HEAD_S, "tapped": False,
-                    "bn_trains": False, "partial": False, "params": self.head.params,
+                    "bn_trains": False, "bn_eval": False, "partial": False, "params": self.head.params,
                     "trainable": self.head.params, "flops": self.head.flops})
         return out
 
@@ -159,7 +161,7 @@ def layer_states(plan: Plan, lay: Layout | None = None) -> PlanStates:
     for i, layer in enumerate(lay.body):
         chosen = plan.choice_of(layer.name)
         if i > cut:
-            states.append(LayerState(layer.name, i, REMOVED_S, chosen, False, False,
+            states.append(LayerState(layer.name, i, REMOVED_S, chosen, False, False, False,
                                      plan.has_finer_entries(layer.name), layer.n_params, 0, layer.flops))
             continue
         trainable = 0
@@ -175,7 +177,7 @@ def layer_states(plan: Plan, lay: Layout | None = None) -> PlanStates:
         partial = finer and any(plan.choice_of(p.name) != chosen for p in layer.params)
         states.append(LayerState(
             layer.name, i, TRAINS_S if chosen == TRAIN else FROZEN_S, chosen, i in tap_set,
-            bn_only > 0, partial, layer.n_params, trainable, layer.flops,
+            bn_only > 0, plan.bn == "eval" and any(p.is_bn for p in layer.params), partial, layer.n_params, trainable, layer.flops,
         ))
     return PlanStates(plan, tuple(states), cut, tuple(taps), frozenset(trainable_names),
                       head_info(plan, lay, cut, taps))
@@ -200,6 +202,8 @@ def plan_summary(plan: Plan) -> str:
     parts.append(f"head {h.fc_layers}xFC" + (f" (hidden {h.hidden})" if h.hidden else ""))
     if plan.bn == "train":
         parts.append("BN trains")
+    elif plan.bn == "eval":
+        parts.append("BN eval")
     if plan.head_warmup_epochs:
         parts.append(f"head warm-up {plan.head_warmup_epochs}")
     if plan.unfreeze_all_at is not None:

@@ -7,6 +7,9 @@ needs, and classifies. Two properties matter for training:
   BatchNorm statistics never move, dropout and stochastic depth are off. A
   frozen prefix is therefore a deterministic function of its input, which is
   what lets the feature cache store its output once.
+* Under the plan's ``bn`` "eval" every BatchNorm, in trained layers too,
+  runs in inference mode: its statistics stay fixed (torchvision's
+  FrozenBatchNorm2d), while its affine weights train where the layer trains.
 * The leading run of frozen stages (the *frozen prefix*) runs under
   ``torch.no_grad()``: no activations are kept for backward there, which is
   where freezing saves compute (ideally 3 / (3 - 2f) for a prefix holding a
@@ -113,6 +116,10 @@ class TransferModel(nn.Module):
         if mode:
             for stage in self.body:
                 _eval_frozen(stage)
+                if self.plan.bn == "eval":
+                    for m in stage.modules():
+                        if isinstance(m, _BN):
+                            m.eval()
         self._prefix = self.frozen_prefix()
         return self
 

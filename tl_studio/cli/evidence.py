@@ -14,7 +14,7 @@ from .progress import ProgressView
 log = logging.getLogger(__name__)
 
 
-def recommendation(args, dataset, device):
+def recommendation(args, dataset, device, store=None, share=None):
     """The measured recommendation for ``dataset`` (args: model, seed, no_evidence, random_weights)."""
     from ..strategy.evidence import estimate_seconds
     from ..strategy.on_dataset import recommend_for_data
@@ -39,7 +39,7 @@ def recommendation(args, dataset, device):
                             spill_dir=getattr(args, "spill_dir", None), publish=view)
         measured = recommend_for_data(args.model, dataset, images=images, evidence=evidence, seed=args.seed,
                                       device=device, pretrained=not getattr(args, "random_weights", False),
-                                      publish=view)
+                                      publish=view, store=store, share=share)
     if evidence and measured.evidence is not None:
         log.info("evidence pass: %.1f s in all; the frozen pass %.1f s (%s; training reuses it), the probes %.1f s",
                  time.perf_counter() - started, measured.features.seconds,

@@ -70,5 +70,6 @@ def _with_states(df, plan):
     df["state"] = [rows[n].state if n in rows else "replaced" for n in df["name"]]
     df["tapped"] = [bool(rows[n].tapped) if n in rows else False for n in df["name"]]
     df["bn_trains"] = [bool(rows[n].bn_trains) if n in rows else False for n in df["name"]]
+    df["bn_eval"] = [bool(rows[n].bn_eval) if n in rows else False for n in df["name"]]
     df["trainable"] = [rows[n].trainable if n in rows else 0 for n in df["name"]]
     return df

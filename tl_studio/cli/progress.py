@@ -50,10 +50,18 @@ def _rate(rate: float) -> str:
     return f"{rate:.0f}" if rate >= 100 else f"{rate:.1f}" if rate >= 10 else f"{rate:.2f}"
 
 
+def _other_rank() -> bool:
+    """A torchrun worker other than rank 0 (read from the environment: this module imports no torch)."""
+    env = os.environ
+    return "LOCAL_RANK" in env and env.get("RANK", "0") != "0" and env.get("WORLD_SIZE", "1") != "1"
+
+
 class ProgressView:
     """Shows :class:`Progress` events on a stream (stderr). Call it with each event; thread-safe."""
 
     def __init__(self, stream=None, *, tty: bool | None = None, interval: float = LINE_SECONDS):
+        if stream is None and _other_rank():  # under torchrun only rank 0 shows progress
+            stream = open(os.devnull, "w")
         self.stream = stream if stream is not None else sys.stderr
         self.tty = _isatty(self.stream) if tty is None else tty
         self.interval = interval

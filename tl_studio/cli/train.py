@@ -3,11 +3,19 @@
 Every argument is checked before the data loads: the model, the run folder,
 a plan file, the device and the hyper-parameters. stdout gets the result
 only: a summary line, or the summary as JSON with ``--json``.
+
+Under torchrun (``torchrun --nproc_per_node N -m tl_studio train ...``) each
+process is one rank of a DistributedDataParallel run (train/distributed.py):
+every rank checks, loads and decides the same, rank 0's plan and settings
+are the ones used, and only rank 0 writes the run folder, logs and prints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 from .common import (
@@ -70,20 +78,21 @@ def add_parser(sub) -> None:
     s.set_defaults(func=run)
 
 
-def _open_out(out: Path, args):
+def _open_out(out: Path, args, main: bool = True):
     """The run already in ``--out`` when resuming (None: there is none, or a new run starts).
 
     Refuses to write over a run without --resume or --overwrite, and any run
     another live process is writing; --overwrite removes the old run's files.
+    ``main`` False (torchrun's other ranks): only reads, rank 0 checks and clears.
     """
     from .. import runs
 
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out}: exists and is not a folder")
-    if not (out / runs.CONFIG).exists():
+    if not (out / runs.CONFIG).exists() or (not main and args.overwrite):
         return None
-    held = runs.live_lock(out)
-    if held is not None or runs.is_running(out):
+    held = runs.live_lock(out) if main else None
+    if held is not None or (main and runs.is_running(out)):
         raise CLIError(f"--out {out}: another process is writing this run ({runs.status(out)}); wait for it or stop it")
     if args.overwrite:
         try:
@@ -122,7 +131,7 @@ def _check_before_data(args):
     return file_plan, given
 
 
-def _plan_and_settings(args, dataset, file_plan, device):
+def _plan_and_settings(args, dataset, file_plan, device, store=None, share=None):
     """The plan, hyper-parameters and (for --plan auto) what the evidence pass measured."""
     from ..plan import Plan
 
@@ -137,7 +146,7 @@ def _plan_and_settings(args, dataset, file_plan, device):
         from .evidence import recommendation
 
         try:
-            measured = recommendation(args, dataset, device)
+            measured = recommendation(args, dataset, device, store, share)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         rec = measured.recommendation
@@ -165,27 +174,77 @@ def _pretrained(args):
 
 
 def run(args) -> int:
-    from .. import train
-    from ..data import load_dataset
-    from ..runs import made_by
-    from ..surgery import validate
-    from .progress import ProgressView, follow_job
+    from ..train import distributed
 
-    file_plan, given = _check_before_data(args)
+    if not distributed.launched():
+        return _run(args, None, _check_before_data(args))
+    if distributed.env_rank() != 0:  # only rank 0 logs (its warnings and errors still show) and prints
+        logging.getLogger().setLevel(logging.WARNING)
+    distributed.terminate_as_interrupt()
+    checked = _check_before_data(args)  # the same one-line errors on every rank, before joining the group
+    if args.batch_size is not None:
+        _check_batch(args.batch_size, int(os.environ["WORLD_SIZE"]))
+    dist = distributed.init(args.device)
+    try:
+        return _run(args, dist, checked)
+    finally:
+        distributed.teardown()
+
+
+def _check_batch(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise CLIError(f"--batch-size {batch_size}: the global batch must divide evenly over torchrun's {world} "
+                       f"processes; choose a multiple of {world}")
+
+
+def _run(args, dist, checked) -> int:
+    from ..data import load_dataset
+    from ..train import distributed
+
+    main = dist is None or dist.main
+    if dist is not None:  # --random-weights: the same random network on every rank, the evidence pass's too
+        import torch
+
+        torch.manual_seed(args.seed)
     pretrained = _pretrained(args)
     out = Path(args.out)
-    stored = _open_out(out, args)
+    stored = _open_out(out, args, main)
+    distributed.barrier(dist)  # rank 0 has checked (and with --overwrite cleared) the folder
     if stored is not None:  # --resume: the same data split, plan and settings as when it started
         args.seed = stored.config.get("seed", args.seed)
-    dataset = load_dataset(args.data, workdir=out / "dataset", val_fraction=args.val_fraction, seed=args.seed)
-    args.spill_dir = out / "cache"  # beyond --memory-budget: the decoded images, the feature cache
-    device = None if args.device == "auto" else args.device
+    # Only rank 0 writes into --out (a .zip extracted); the other ranks extract theirs to a temporary folder.
+    scratch = contextlib.nullcontext(out / "dataset") if main else tempfile.TemporaryDirectory(prefix="tl-studio-")
+    with scratch as workdir:
+        dataset = load_dataset(args.data, workdir=workdir, val_fraction=args.val_fraction, seed=args.seed)
+        return _train(args, dist, dataset, checked, stored, pretrained, out)
+
+
+def _train(args, dist, dataset, checked, stored, pretrained, out) -> int:
+    from .. import train
+    from ..features import FeatureStore
+    from ..plan import Plan
+    from ..runs import made_by
+    from ..surgery import validate
+    from ..train import distributed
+    from .progress import ProgressView, follow_job
+
+    file_plan, given = checked
+    main = dist is None or dist.main
+    device = str(dist.device) if dist is not None else None if args.device == "auto" else args.device
+    store = None if main else FeatureStore(writes=False)  # under torchrun rank 0 alone writes the feature cache
+    # Beyond --memory-budget the decoded images and the feature cache are memory-mapped files (unlinked once
+    # open); rank 0 maps its own in the run folder, the other ranks theirs in a temporary folder.
+    args.spill_dir = out / "cache" if main else None
     measured = None
     if stored is not None:
         plan, settings = stored.plan, dict(stored.config.get("train") or {})
         settings.pop("seed", None)
     else:
-        plan, settings, measured = _plan_and_settings(args, dataset, file_plan, device)
+        plan, settings, measured = _plan_and_settings(args, dataset, file_plan, device, store,
+                                                      distributed.feature_share(dist))
+    if dist is not None:  # every rank decided the same, up to an evidence pass's rounding: rank 0's holds
+        plan_dict, settings = distributed.same_everywhere(dist, (plan.to_dict(), settings))
+        plan = Plan.from_dict(plan_dict)
     validate(plan)
     settings.setdefault("epochs", 5)
     settings.update(given)
@@ -199,21 +258,34 @@ def run(args) -> int:
         if stored is not None:  # settings this version no longer takes
             raise CLIError(f"{out / 'config.json'}: {exc}{made_by(stored.config)}") from None
         raise
-    if measured is not None and measured.images is not None:
-        # The images decoded and the features the evidence pass computed: training reuses both.
-        data = train.data_from_dataset(dataset, plan.model, images=measured.images, features=measured.features,
-                                       spill_dir=args.spill_dir)
-    else:
-        def data(publish):
-            return train.data_from_dataset(dataset, plan.model, publish=publish, memory_budget_mb=args.memory_budget,
-                                           spill_dir=args.spill_dir)
-    with ProgressView() as view:
-        job = train.start_job(plan, config, data, run_dir=out, resume=args.resume, pretrained=pretrained)
+    if dist is not None:  # a batch size the recommendation chose
+        _check_batch(config.batch_size, dist.world_size)
+
+    def data(publish):
+        if measured is not None and measured.images is not None:
+            # The images decoded and the features the evidence pass computed: training reuses both.
+            d = train.data_from_dataset(dataset, plan.model, images=measured.images, features=measured.features,
+                                        spill_dir=args.spill_dir)
+        else:
+            d = train.data_from_dataset(dataset, plan.model, publish=publish, memory_budget_mb=args.memory_budget,
+                                        spill_dir=args.spill_dir)
+        d.feature_store = store
+        return d
+
+    with ProgressView() as view:  # silent on torchrun's ranks other than 0
+        job = train.start_job(plan, config, data, run_dir=out, resume=args.resume, pretrained=pretrained,
+                              dist=dist)
         follow_job(job, view)
+    if dist is not None and job.status != train.FAILED:
+        # No rank leaves before rank 0 has written the run: torchrun ends the others when one exits
+        # with a non-zero status (130: stopped).
+        distributed.barrier(dist)
     if job.status == train.FAILED:
         raise CLIError(job.error or "training failed")
     summary = job.result.summary
-    if args.json:
+    if not main:
+        pass
+    elif args.json:
         print_json(summary)
     else:
         print(_summary_line(out, summary))

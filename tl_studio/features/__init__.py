@@ -33,17 +33,26 @@ def features_for(
     pretrained: bool = True,
     publish: Callable[[Progress], None] | None = None,
     check_stop: Callable[[], None] | None = None,
+    share=None,
 ) -> FeatureSet:
-    """The feature set of ``images`` (an ImageStore of the dataset with this ``fingerprint``)."""
+    """The feature set of ``images`` (an ImageStore of the dataset with this ``fingerprint``).
+
+    ``share``: under torchrun, the ranks' split of the pass (train/distributed.py); they run it together
+    unless every rank has the set already, and only a store that writes (rank 0's) keeps it on disk.
+    """
     from .extract import extract
 
     store = store or FeatureStore()
     key = feature_key(model_name, fingerprint, pretrained=pretrained)
     found = store.get(key)
-    if found is not None and found.rows == len(images):
+    if found is not None and found.rows != len(images):
+        found = None
+    if share is not None and not share.everyone(found is not None):
+        found = None  # another rank (another machine's cache) misses it: the pass is run together
+    if found is not None:
         log.info("features: %s for %d images from the cache", model_name, found.rows)
         return found
     fs = extract(model_name, images, fingerprint, device=device, pretrained=pretrained, publish=publish,
-                 check_stop=check_stop)
+                 check_stop=check_stop, share=share)
     store.put(fs)
     return fs

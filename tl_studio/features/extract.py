@@ -8,6 +8,10 @@ unfolded layers, so a small, evenly spread sample of the images (at most
 its pooled outputs are used like the others' (they agree to float rounding).
 The sample is chosen by position only, never by label or split, so the
 stored features depend on the images alone.
+
+Under torchrun a ``share`` splits the pass: every rank runs the BatchNorm
+sample (so every rank has the statistics), its own shard of the other images,
+and gathers the other ranks' rows (train/distributed.py).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def extract(
     batch_size: int = 64,
     publish: Callable[[Progress], None] | None = None,
     check_stop: Callable[[], None] | None = None,
+    share=None,
 ) -> FeatureSet:
     """Run the frozen network once over ``images`` (an :class:`~tl_studio.data.ImageStore`: ``len`` and
     ``batches(indices, batch_size, shuffle=False)`` of uint8 images at the model's input size)."""
@@ -88,7 +93,8 @@ def extract(
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
     sample = bn_sample(n) if stats else []
     rest = sorted(set(range(n)) - set(sample))
-    meter = Meter(EXTRACTING, n, "images", publish or (lambda p: None))
+    mine = share.mine(rest) if share is not None else rest  # under torchrun: this rank's shard
+    meter = Meter(EXTRACTING, len(sample) + len(mine), "images", publish or (lambda p: None))
     started, done = time.perf_counter(), 0
 
     def run(indices: list[int], forward) -> None:
@@ -112,7 +118,9 @@ def extract(
                 finally:
                     for h in hooks:
                         h.remove()
-        run(rest, fast)
+        run(mine, fast)
+        if share is not None:
+            share.gather(out, rest)
         classifier = next(s.module for s in get_spec(model_name).stages(base_model(model_name, pretrained, dev))
                           if s.role == "classifier")
         penultimate = out[:, sum(widths[:-1]):]

@@ -60,8 +60,11 @@ def default_cap_bytes() -> int:
 
 
 class FeatureStore:
-    def __init__(self, root: str | os.PathLike | None = None, cap_bytes: int | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, cap_bytes: int | None = None, *,
+                 writes: bool = True):
         self.root = Path(root) if root is not None else default_root()
+        # False: reads the folder, keeps new sets in memory only (torchrun's ranks other than 0)
+        self.writes = writes
         self.cap_bytes = default_cap_bytes() if cap_bytes is None else int(cap_bytes)
 
     def path(self, key: str) -> Path:
@@ -111,6 +114,8 @@ class FeatureStore:
     def put(self, fs: FeatureSet) -> Path | None:
         """Keep ``fs`` in memory and, where the cap and the free space allow, on disk."""
         self._remember(fs)
+        if not self.writes:
+            return None
         pooled = torch.cat([fs.pooled[n] for n in fs.layers], dim=1).contiguous()
         need = pooled.nbytes + fs.logits.nbytes
         if need > self.cap_bytes:

@@ -48,10 +48,12 @@ def recommend_for_data(
     pretrained: bool = True,
     publish: Callable[[Progress], None] | None = None,
     check_stop: Callable[[], None] | None = None,
+    share=None,
 ) -> Measured:
     """The recommendation for ``dataset`` (its split as loaded), from the evidence or the four cases alone.
 
     ``images``: the dataset already decoded for this model (reused, not decoded again).
+    ``share``: under torchrun, the ranks' split of the frozen pass (tl_studio.features.features_for).
     """
     k = len(dataset.classes)
     if k < 2:
@@ -66,7 +68,7 @@ def recommend_for_data(
     if images is None:
         images = decode(dataset, model_name, publish=publish)  # for the training after it, too
     fs = features_for(model_name, images, dataset.fingerprint, store=store, device=device, pretrained=pretrained,
-                      publish=publish, check_stop=check_stop)
+                      publish=publish, check_stop=check_stop, share=share)
     ev = gather_evidence(fs, dataset.labels, dataset.train_idx, k, seed=seed, check_stop=check_stop)
     rec = recommend(model_name, per_class, ev.similarity.similarity, k, device=device, evidence=ev,
                     second_stage=second_stage)

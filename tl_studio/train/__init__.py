@@ -10,6 +10,8 @@
     cache.py       the frozen-feature cache      extract.py   the folded frozen prefix
     schedule.py    learning-rate schedules       metrics.py   the metrics log other threads read
     config.py      TrainConfig                   errors.py    Stopped, NonFiniteLoss, TrainingFailed
+    distributed.py under torchrun (from the CLI only): DDP, the ranks' shares, metrics summed over them
+    rank_failures.py  naming the rank whose failure ends a torchrun run; the fault-injection test hook
 
 The run folder's files belong to :mod:`tl_studio.runs`, the choice of
 device to :mod:`tl_studio.devices`.
@@ -71,6 +73,7 @@ def start_job(
     callbacks: list = (),
     registry: JobRegistry = REGISTRY,
     label: str = "",
+    dist=None,
 ) -> Job:
     """Queue a training job on its device and return at once.
 
@@ -79,11 +82,15 @@ def start_job(
     argument gets the job's :class:`~tl_studio.progress.Progress` publisher,
     to pass on as ``data_from_dataset(..., publish=...)``: the decoding then
     shows in the job's progress.
+
+    ``dist``: the CLI's :class:`~tl_studio.train.distributed.Dist` under
+    torchrun (never the app's: its jobs are threads of one process); only
+    rank 0 holds and writes the run folder.
     """
     from ..runtime import tune_allocator
 
     tune_allocator()
-    dev = devices.resolve(config.device)
+    dev = dist.device if dist is not None else devices.resolve(config.device)
 
     def work(job: Job) -> TrainResult:
         d = _produce(data, job.metrics.publish) if callable(data) else data
@@ -97,11 +104,12 @@ def start_job(
             metrics=job.metrics,
             callbacks=list(callbacks),
             resume=resume,
+            dist=dist,
         )
         return trainer.fit()
 
     job = Job(work, devices.slot_key(dev), label=label or plan.model)
-    job.run_dir = Path(run_dir) if run_dir else None
+    job.run_dir = Path(run_dir) if run_dir and (dist is None or dist.main) else None
     job.plan, job.config = plan, config
     registry.submit(job)
     return job

@@ -131,6 +131,13 @@ class FeatureCache:
         return cls(k, positions, h[:row], [f[:row] for f in feats], device=device, mapped=mapped)
 
 
+def allocate_like(t: torch.Tensor, n: int, spill_dir) -> torch.Tensor:
+    """A memory-mapped tensor of ``n`` rows shaped and laid out like ``t``'s (a gathered cache's)."""
+    last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    return _allocate((n, *t.shape[1:]), t.dtype, t.device, True, spill_dir,
+                     torch.channels_last if last else torch.contiguous_format)
+
+
 def _allocate(shape, dtype, device, mapped: bool, spill_dir, layout=torch.contiguous_format) -> torch.Tensor:
     if not mapped:
         return torch.empty(shape, dtype=dtype, device=device, memory_format=layout)

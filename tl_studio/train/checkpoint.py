@@ -11,6 +11,10 @@ run ends, however it ends. With the feature cache an epoch can take
 milliseconds while a checkpoint takes ~0.15 s on a small CPU: writing one
 per epoch made ten cached epochs cost as much as the extraction they follow
 (bench/, figure 4). A crash loses at most this much training.
+
+Under torchrun every rank reads the run (to resume) but only rank 0 writes
+it: the others' :class:`Checkpoints` have ``writes`` False, and each write
+below is then nothing.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ CHECKPOINT_SECONDS = 5.0
 class Checkpoints:
     """What a trainer writes to its run folder, and when."""
 
-    def __init__(self, run_dir: Path, plan, classes: list[str], *, save_last: bool, pretrained=True):
+    def __init__(self, run_dir: Path, plan, classes: list[str], *, save_last: bool, pretrained=True,
+                 writes: bool = True):
         self.run_dir = Path(run_dir)
+        self.writes = writes
         self.plan = plan
         self.classes = classes
         self.save_last = save_last
@@ -44,8 +50,14 @@ class Checkpoints:
         self._last_write = time.perf_counter()
 
     # ---- writing ----------------------------------------------------------------------
+    def make_folder(self) -> None:
+        if self.writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
     def write_config(self, cfg, data, device: torch.device) -> None:
         """config.json: the one stored copy of the plan, with everything needed to repeat the run."""
+        if not self.writes:
+            return
         runs.write_json(
             self.run_dir / runs.CONFIG,
             {
@@ -81,6 +93,8 @@ class Checkpoints:
 
     def save(self, tables: dict, best: Best, last: dict | None) -> None:
         """The tables, the best weights (if newer) and, if given and kept, last.pt."""
+        if not self.writes:
+            return
         runs.write_tables(self.run_dir, tables)
         self.save_best(best)
         if self.save_last and last is not None:
@@ -89,17 +103,19 @@ class Checkpoints:
 
     def save_best(self, best: Best) -> None:
         """Write the best weights if a better epoch came since the last write."""
-        if best.unsaved and best.state is not None:
+        if self.writes and best.unsaved and best.state is not None:
             runs.save_weights(self.run_dir / runs.WEIGHTS, best.state, self.metadata(True, best.epoch))
             best.unsaved = False
 
     def save_unvalidated(self, state: dict[str, torch.Tensor]) -> None:
         """No epoch was validated: hand over the last weights, marked as such (never non-finite ones)."""
-        if runs.all_finite(state):
+        if self.writes and runs.all_finite(state):
             runs.save_weights(self.run_dir / runs.WEIGHTS, state, self.metadata(False, None))
 
     def finish(self, tables: dict, summary: dict | None) -> None:
         """The final tables and summary.json, whose status says how the run ended (none: it did not end)."""
+        if not self.writes:
+            return
         runs.write_tables(self.run_dir, tables)
         if summary is not None:
             runs.write_json(self.run_dir / runs.SUMMARY, summary)
@@ -151,7 +167,8 @@ class Checkpoints:
             epochs = epochs[epochs["epoch"] <= start]
         trainer.metrics.load(steps, epochs)
         # Under way again: how it ended before no longer holds (a kill now leaves it "crashed").
-        (self.run_dir / runs.SUMMARY).unlink(missing_ok=True)
+        if self.writes:
+            (self.run_dir / runs.SUMMARY).unlink(missing_ok=True)
         log.info("resuming at epoch %d (step %d)", start + 1, trainer.step)
         return start
 
@@ -171,7 +188,7 @@ class Checkpoints:
                         self.run_dir, runs.LAST, runs.WEIGHTS, epoch)
         else:
             log.warning("%s: no %s to resume from; starting the run over", self.run_dir, runs.LAST)
-        for name in (runs.SUMMARY, runs.METRICS, runs.STEPS):
+        for name in (runs.SUMMARY, runs.METRICS, runs.STEPS) if self.writes else ():
             (self.run_dir / name).unlink(missing_ok=True)
         self.write_config(trainer.cfg, trainer.data, trainer.device)
         return 0

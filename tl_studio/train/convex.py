@@ -28,6 +28,7 @@ from ..features.heads import head_on
 from ..probe import fit_head as probe_fit_head
 from ..probe import single_threaded
 from ..states import layer_states
+from . import distributed
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def lp_init_applies(plan, cfg) -> bool:
     return cfg.head_solver == "auto" and not applies(plan, cfg)
 
 
-def feature_set(data, model_name: str, *, pretrained: bool, device, publish, check_stop) -> FeatureSet:
+def feature_set(data, model_name: str, *, pretrained: bool, device, publish, check_stop, share=None) -> FeatureSet:
     """The data's feature set: the one handed over (from the evidence pass), else from the store or one pass."""
     fs = getattr(data, "features", None)
     fingerprint = data.info.get("fingerprint", "")
@@ -56,7 +57,7 @@ def feature_set(data, model_name: str, *, pretrained: bool, device, publish, che
         return fs
     store = getattr(data, "feature_store", None) or FeatureStore()
     return features_for(model_name, data.images, fingerprint, store=store, device=device, pretrained=pretrained,
-                        publish=publish, check_stop=check_stop)
+                        publish=publish, check_stop=check_stop, share=share)
 
 
 def head_layers(model) -> list[str]:
@@ -75,19 +76,21 @@ def head_inputs(trainer) -> tuple[torch.Tensor, FeatureSet | None]:
     model = trainer.model
     if trainer.pretrained is True:  # the registry's weights: what the stored passes are of
         fs = feature_set(trainer.data, trainer.plan.model, pretrained=True, device=trainer.device,
-                         publish=trainer.metrics.publish, check_stop=trainer.check_stop)
+                         publish=trainer.metrics.publish, check_stop=trainer.check_stop,
+                         share=distributed.feature_share(trainer.dist))
         return fs.x(head_layers(model)), fs
     was = model.training
     model.eval()
     rows = torch.arange(len(trainer.data.labels))
+    d = trainer.dist if trainer.dist is not None and len(rows) >= trainer.dist.world_size else None
     out = []
     with torch.no_grad():
-        for idx, raw in trainer.inputs.batches(rows, 64):
+        for idx, raw in trainer.inputs.batches(distributed.split_rows(rows, d), 64):  # under torchrun: a shard
             trainer.check_stop()
             h, _ = model.prefix(trainer.inputs.tensor(idx, train=False, raw=raw), len(model.body))
             out.append(h.float().cpu())
     model.train(was)
-    return torch.cat(out), None
+    return distributed.gather_split(d, torch.cat(out), rows), None
 
 
 def fit_head(trainer, x: torch.Tensor, fs: FeatureSet | None) -> dict:

@@ -5,6 +5,11 @@ Losses and correct counts accumulate on the device and are copied off every
 per step; a NaN or infinite loss is caught there and names its step. Each
 step publishes a "step" progress event; the live position the UI and CLI
 poll (``MetricsLog.progress()``) moves at each copy.
+
+Under torchrun (``trainer.dist``) each rank trains its slice of every global
+batch and validates its share of the images; the numbers copied off are sums
+over the ranks, so every rank sees (and stops on) the same ones
+(distributed.py).
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import time
 import torch
 
 from ..progress import STEP, Meter
-from . import phases
-from .errors import NonFiniteLoss
+from . import distributed, phases
+from .errors import NonFiniteLoss, Stopped
 from .schedule import lr_factor
 
 
@@ -42,7 +47,10 @@ def train_epoch(trainer, epoch: int, total_steps: int, warmup: int) -> dict:
         model.train()
     order = _order(t, torch.tensor(t.data.train_idx))
     bs = t.batch_size
-    n_steps = math.ceil(len(order) / bs)
+    d = t.dist
+    # Under torchrun, this rank's slice of each global batch of the one seeded order.
+    mine, per_rank, sizes = distributed.split_epoch(order, bs, d)
+    n_steps = len(sizes)
     head = phases.head_group(opt)
     losses: list[torch.Tensor] = []
     lrs: list[float] = []
@@ -53,8 +61,10 @@ def train_epoch(trainer, epoch: int, total_steps: int, warmup: int) -> dict:
     meter = Meter(STEP, n_steps, "steps", t.metrics.publish)
     t0 = time.perf_counter()
     t_window = t0
-    for b, (idx, raw) in enumerate(inputs.batches(order, bs)):
-        t.check_stop()
+    for b, (idx, raw) in enumerate(inputs.batches(mine, per_rank)):
+        distributed.fault_point(t.step + 1, t.stop_event)  # a test hook: nothing unless TL_STUDIO_FAULT says
+        if d is None:  # under torchrun the ranks agree on a stop at the window's copy, below
+            t.check_stop()
         for cb in t.callbacks:
             cb(t, "batch", {"epoch": epoch, "step": t.step, "batch_size": len(idx)})
         phases.set_lr(opt, lr_factor(t.step, total_steps, warmup, cfg.schedule))
@@ -63,23 +73,29 @@ def train_epoch(trainer, epoch: int, total_steps: int, warmup: int) -> dict:
         with t.autocast():
             out = inputs.forward(idx, train=True, raw=raw)
             loss = t.criterion(out.float(), y)
+        weight = distributed.loss_weight(d, len(idx), sizes[b])
+        step_loss = loss if weight == 1.0 else loss * weight
         opt.zero_grad(set_to_none=True)
         if t.scaler is not None:
-            t.scaler.scale(loss).backward()
+            t.scaler.scale(step_loss).backward()
             t.scaler.step(opt)
             t.scaler.update()
         else:
-            loss.backward()
+            step_loss.backward()
             opt.step()
-        d = loss.detach()
-        losses.append(d)
-        loss_sum += d * len(idx)
+        detached = loss.detach()
+        # Under torchrun: this rank's share of the global batch's mean loss (summed over ranks at the copy).
+        losses.append(detached if d is None else detached * (len(idx) / sizes[b]))
+        loss_sum += detached * len(idx)
         correct += _correct(out.detach(), y)
         seen += len(idx)
         t.step += 1
         meter.update(b + 1)
         if len(losses) >= cfg.sync_every or b == n_steps - 1:
             now = time.perf_counter()
+            stop = False
+            if d is not None:
+                losses, stop = distributed.window(t, losses)
             _flush(t.metrics, losses, lrs, window_start, epoch, now - t_window, bs)
             losses, lrs, window_start, t_window = [], [], t.step, now
             elapsed = now - t0
@@ -97,7 +113,13 @@ def train_epoch(trainer, epoch: int, total_steps: int, warmup: int) -> dict:
                 eta_seconds=remaining,
                 batch_size=bs,
             )
+            if stop:
+                raise Stopped()
     dt = time.perf_counter() - t0
+    if d is not None:
+        totals = distributed.all_sum(d, torch.stack([loss_sum, correct.float(),
+                                                     torch.tensor(float(seen), device=t.device)]))
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
     stats = torch.stack([loss_sum / max(seen, 1), correct.float() / max(seen, 1)]).tolist()
     return {"train_loss": stats[0], "train_accuracy": stats[1], "images_per_second": seen / dt}
 
@@ -155,7 +177,8 @@ def validate(trainer) -> dict:
     _eval_mode(t, True)
     loss_sum = torch.zeros((), device=t.device)
     correct = torch.zeros((), device=t.device, dtype=torch.long)
-    for idx, raw in t.inputs.batches(val_idx, max(t.batch_size, 64)):
+    # Under torchrun each rank validates its share (check_stop is then a no-op: ranks stop together, in training).
+    for idx, raw in t.inputs.batches(distributed.split_rows(val_idx, t.dist), max(t.batch_size, 64)):
         t.check_stop()
         y = t.inputs.labels_of(idx)
         with t.autocast():
@@ -163,6 +186,8 @@ def validate(trainer) -> dict:
         loss_sum += t.val_criterion(out, y) * len(idx)
         correct += _correct(out, y)
     n = len(val_idx)
+    if t.dist is not None:
+        loss_sum, correct = distributed.all_sum(t.dist, torch.stack([loss_sum, correct.float()])).unbind()
     v = torch.stack([loss_sum / n, correct.float() / n]).tolist()
     _eval_mode(t, False)
     return {"val_loss": v[0], "val_accuracy": v[1]}

@@ -14,6 +14,11 @@ from the first of these that applies:
 
 Frozen layers that are not cached run as a BatchNorm-folded inference copy
 (extract.py) when ``fold_frozen`` is on.
+
+Under torchrun (``dist``) the training forward goes through the DDP wrapper
+(``ddp``, set on each phase by distributed.py), which averages the gradients
+over the ranks, and each rank builds the cache for its share of the images,
+then gathers the others'.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ..memory import resolve_budget
 from ..preprocess import Normalize, to_unit
 from ..progress import DECODING, EXTRACTING, Meter, Progress
 from ..registry import get_spec
+from . import distributed
 from .cache import FeatureCache
 from ..features.fold import FrozenPrefix
 
@@ -125,8 +131,11 @@ class Inputs:
         autocast: Callable,
         check_stop: Callable[[], None],
         publish: Callable[[Progress], None],
+        dist: distributed.Dist | None = None,
     ):
         self.data = data
+        self.dist = dist
+        self.ddp = None  # under torchrun: the DDP wrapper the training forward runs through
         self.device = device
         self.augment = augment
         self.channels_last = channels_last
@@ -188,16 +197,17 @@ class Inputs:
     def forward(self, idx: torch.Tensor, train: bool, raw: torch.Tensor | None = None) -> torch.Tensor:
         """The model's output for dataset indices, through the cache or the folded prefix where they apply."""
         model = self.model
+        ddp = self.ddp if train else None  # its forward is the model's, or its suffix with k given
         if self.cache is not None:
             h, feats = self.cache.get(idx)
-            return model.suffix(h, feats, self.cache.k)
+            return ddp(h, feats, self.cache.k) if ddp else model.suffix(h, feats, self.cache.k)
         x = self.tensor(idx, train, raw)
         fast = self.fast_prefix()
         if fast is None:
-            return model(x)
+            return ddp(x) if ddp else model(x)
         # Frozen layers are constants: run their folded copy, then the rest.
         h, feats = fast(x)
-        return model.suffix(h, feats, fast.k)
+        return ddp(h, feats, fast.k) if ddp else model.suffix(h, feats, fast.k)
 
     # ---- the frozen prefix -----------------------------------------------------------------
     def fast_prefix(self) -> FrozenPrefix | None:
@@ -219,13 +229,16 @@ class Inputs:
         if self.cache is not None and self.cache.k == k:
             return
         all_idx = torch.tensor(sorted(set(self.data.train_idx) | set(self.data.val_idx)))
+        # Under torchrun each rank runs its shard, then gathers the rest (fewer images than ranks: all run all).
+        shard = self.dist is not None and len(all_idx) >= self.dist.world_size
+        mine = distributed.split_rows(all_idx, self.dist) if shard else all_idx
         bs = max(batch_size, 64)
         model.train()  # frozen stages are in eval mode either way
-        meter = Meter(EXTRACTING, len(all_idx), "images", self._publish)
+        meter = Meter(EXTRACTING, len(mine), "images", self._publish)
 
         def batches():
             done = 0
-            for idx, raw in self.batches(all_idx, bs):
+            for idx, raw in self.batches(mine, bs):
                 self._check_stop()
                 with self._autocast():
                     yield self.tensor(idx, train=False, raw=raw), idx
@@ -244,3 +257,5 @@ class Inputs:
             device=self.device,
             spill_dir=self.data.spill_dir,
         )
+        if shard:
+            self.cache = distributed.gather_cache(self.dist, self.cache, all_idx, self.data.spill_dir)

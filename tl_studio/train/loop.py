@@ -34,7 +34,7 @@ from ..plan import Plan
 from ..progress import EPOCH, Meter
 from ..surgery import TransferModel, build_model
 from . import epoch as one_pass
-from . import convex, phases
+from . import convex, distributed, phases
 from .best import Best, Snapshots
 from .checkpoint import Checkpoints
 from .config import TrainConfig
@@ -76,6 +76,7 @@ class Trainer:
         metrics: MetricsLog | None = None,
         callbacks: list[Callable] = (),
         resume: bool = False,
+        dist: distributed.Dist | None = None,  # under torchrun (from the CLI only): this process's rank
     ):
         if plan.head.num_classes != len(data.classes):
             raise TrainingFailed(
@@ -91,13 +92,14 @@ class Trainer:
         self.metrics = metrics or MetricsLog()
         # Callbacks get (trainer, event, info) at "batch" and "epoch"; they may raise.
         self.callbacks = list(callbacks)
-        self.resume = resume
-        self.device = devices.resolve(config.device)
+        self.resume, self.dist = resume, dist
+        self.device = dist.device if dist is not None else devices.resolve(config.device)
         self.batch_size = config.batch_size
         self.model: TransferModel | None = None
         self.inputs: Inputs | None = None
         self.checkpoints = (
-            Checkpoints(self.run_dir, plan, data.classes, save_last=config.save_last, pretrained=pretrained)
+            Checkpoints(self.run_dir, plan, data.classes, save_last=config.save_last, pretrained=pretrained,
+                        writes=dist is None or dist.main)
             if self.run_dir else None
         )
         self.best = Best()
@@ -132,6 +134,7 @@ class Trainer:
             autocast=self.autocast,
             check_stop=self.check_stop,
             publish=self.metrics.publish,
+            dist=self.dist,
         )
         weight = None
         if cfg.balance == "weights":
@@ -146,7 +149,8 @@ class Trainer:
         return devices.autocast(self.device, self.amp_dtype)
 
     def check_stop(self) -> None:
-        if self.stop_event is not None and self.stop_event.is_set():
+        # Under torchrun ranks stop together, at a training step (distributed.window), never alone.
+        if self.dist is None and self.stop_event is not None and self.stop_event.is_set():
             raise Stopped()
 
     def enter_phase(self, phase: str) -> None:
@@ -156,6 +160,7 @@ class Trainer:
         self.optimizer = phases.enter(self.model, self.optimizer, phase, self.plan, self.cfg)
         self.phase = phase
         self.inputs.set_prefix(self.model, self.model.frozen_prefix())
+        distributed.enter_phase(self)
         self.snapshots.split()
 
     def start_phase(self, epoch: int) -> None:
@@ -171,10 +176,11 @@ class Trainer:
 
     # ---- the whole run -------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        self.build()
-        # While this runs, runs.status() of the folder is "running".
-        with runs.writing(self.run_dir) if self.run_dir else contextlib.nullcontext():
-            return self._fit()
+        with distributed.failures(self.dist):  # under torchrun: the failure named, the rank's or a peer's
+            self.build()
+            # While this runs, runs.status() of the folder is "running". Under torchrun only rank 0 writes it.
+            with runs.writing(self.run_dir) if self.run_dir and self.checkpoints.writes else contextlib.nullcontext():
+                return self._fit()
 
     def _fit(self) -> TrainResult:
         cfg, ck = self.cfg, self.checkpoints
@@ -182,7 +188,7 @@ class Trainer:
             return self._fit_convex()
         start = 0
         if ck is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ck.make_folder()
             if self.resume:
                 start = ck.resume(self)
             else:
@@ -204,7 +210,8 @@ class Trainer:
                 self.start_phase(epoch)
                 self.inputs.build_cache(cfg, self.batch_size)
                 used_cache = used_cache or self.inputs.cache is not None
-                n_steps = math.ceil(len(self.data.train_idx) / self.batch_size)
+                n_steps = len(distributed.split_epoch(torch.arange(len(self.data.train_idx)), self.batch_size,
+                                                      self.dist)[2])  # as the epoch counts them
                 total = self.step + (cfg.epochs - epoch) * n_steps
                 warmup = int(cfg.warmup_epochs * n_steps)
                 try:
@@ -259,7 +266,7 @@ class Trainer:
                 ips = statistics.median_high(rates) if rates else 0.0
                 seconds = time.perf_counter() - t_start
                 summary = self._summary(runs.FAILED, epochs_run, seconds, ips, used_cache)
-                summary["error"] = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+                summary["error"] = distributed.describe_failure(self.dist, failure)
                 ck.save_failed(self.best, self.metrics.snapshot(), summary)
             elif ck is not None:
                 ck.save_best(self.best)
@@ -271,20 +278,10 @@ class Trainer:
             ck.save_unvalidated(state)
         images_per_second = statistics.median_high(rates) if rates else 0.0
         summary = self._summary(status, epochs_run, train_seconds, images_per_second, used_cache)
-        result = TrainResult(
-            status=status,
-            best_epoch=self.best.epoch,
-            best_val_accuracy=self.best.val_accuracy,
-            validated=self.best.validated,
-            epochs_run=epochs_run,
-            train_seconds=train_seconds,
-            images_per_second=images_per_second,
-            device=summary["device"],
-            state=state,
-            cached=used_cache,
-            batch_size=self.batch_size,
-            summary=summary,
-        )
+        result = TrainResult(status=status, best_epoch=self.best.epoch, best_val_accuracy=self.best.val_accuracy,
+                             validated=self.best.validated, epochs_run=epochs_run, train_seconds=train_seconds,
+                             images_per_second=images_per_second, device=summary["device"], state=state,
+                             cached=used_cache, batch_size=self.batch_size, summary=summary)
         if ck is not None:
             ck.finish(self.metrics.snapshot(), summary)
         return result
@@ -294,7 +291,7 @@ class Trainer:
         """Nothing in the body trains: fit the head to convergence on the frozen features; no epochs."""
         cfg, ck = self.cfg, self.checkpoints
         if ck is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ck.make_folder()
             ck.write_config(cfg, self.data, self.device)
         log.info("the body is frozen: the head is fitted to convergence on its features (L-BFGS, L2 by "
                  "cross-validation on the training split); epochs (%d) are not used (--head-solver sgd "
@@ -354,6 +351,9 @@ class Trainer:
         }
 
     def _halve_batch(self) -> None:
+        if self.dist is not None:  # one rank cannot retry with a smaller batch alone
+            raise TrainingFailed(f"CUDA out of memory at batch size {self.batch_size} on rank {self.dist.rank}; "
+                                 "under torchrun the batch is not halved: lower --batch-size")
         if self.batch_size // 2 < self.cfg.min_batch_size:
             raise TrainingFailed(
                 f"CUDA out of memory even at batch size {self.batch_size} (floor "
@@ -386,6 +386,7 @@ class Trainer:
             "images_per_second": round(images_per_second, 2),
             "device": devices.describe(self.device),
             "batch_size": self.batch_size,
+            "world_size": self.dist.world_size if self.dist is not None else 1,
             "feature_cache": cached,
             "classes": self.data.classes,
             "parameters": self.model.parameter_counts() if self.model is not None else {},

@@ -60,6 +60,8 @@ def layer_choices(st: PlanStates) -> list[tuple[str, str]]:
             notes.append("tapped")
         if s.bn_trains:
             notes.append("BatchNorm trains")
+        if s.bn_eval:
+            notes.append("BatchNorm in eval mode")
         if s.partial:
             notes.append("partly differs (see plan JSON)")
         tail = (" — " + ", ".join(notes)) if notes else ""
@@ -88,6 +90,8 @@ def stats_text(st: PlanStates) -> str:
     """The counts line: exact parameter counts (they are what people check), rounded FLOPs."""
     s = st.summary()
     bn = " (BatchNorm of frozen layers included)" if any(x.bn_trains for x in st.kept) else ""
+    if any(x.bn_eval for x in st.kept):
+        bn += " (BatchNorm statistics fixed: eval mode)"
     return (
         f"**Trainable:** {s['trainable']:,} parameters{bn} (new head {s['head']:,}) · "
         f"**Frozen:** {s['frozen']:,} · **Removed:** {s['removed']:,} · "

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..layout import layout
-from ..plan import Plan, PlanError
+from ..plan import BN_POLICIES, Plan, PlanError
 from ..registry import DEFAULT_MODEL, HUB_SUGGESTIONS, get_spec, models_table
 from ..states import layer_states
 from . import checklist, session as S
@@ -193,7 +193,8 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
                                      minimum=8, maximum=8192)
             with gr.Row():
                 c.dropout = gr.Slider(label="Head dropout", minimum=0.0, maximum=0.9, step=0.05, value=0.2)
-                c.bn = gr.Radio(label="BatchNorm in frozen layers", choices=["frozen", "train"], value="frozen")
+                c.bn = gr.Radio(label="BatchNorm in frozen layers (eval: in all layers, statistics fixed)",
+                                choices=list(BN_POLICIES), value="frozen")
     with gr.Accordion("Layer table and plan JSON", open=False):
         c.table = gr.Dataframe(interactive=False, wrap=True)
         c.plan_json = gr.Code(language="json", label="Plan (the same JSON as tl-studio train --plan FILE.json)",
