@@ -60,7 +60,7 @@ def layer_choices(st: PlanStates) -> list[tuple[str, str]]:
             notes.append("tapped")
         if s.bn_trains:
             notes.append("BatchNorm trains")
-        if s.bn_eval:
+        if s.bn_eval and s.state == TRAINS_S:  # a frozen layer's BatchNorm is in eval mode whatever the policy
             notes.append("BatchNorm in eval mode")
         if s.partial:
             notes.append("partly differs (see plan JSON)")

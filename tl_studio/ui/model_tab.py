@@ -193,8 +193,9 @@ def build(ctx: AppContext, ws_state) -> SimpleNamespace:
                                      minimum=8, maximum=8192)
             with gr.Row():
                 c.dropout = gr.Slider(label="Head dropout", minimum=0.0, maximum=0.9, step=0.05, value=0.2)
-                c.bn = gr.Radio(label="BatchNorm in frozen layers (eval: in all layers, statistics fixed)",
-                                choices=list(BN_POLICIES), value="frozen")
+                c.bn = gr.Radio(label="BatchNorm", choices=list(BN_POLICIES), value="frozen",
+                                info="frozen: fixed in frozen layers · train: frozen layers' BatchNorm trains · "
+                                     "eval: statistics fixed in every layer (small batches, several GPUs)")
     with gr.Accordion("Layer table and plan JSON", open=False):
         c.table = gr.Dataframe(interactive=False, wrap=True)
         c.plan_json = gr.Code(language="json", label="Plan (the same JSON as tl-studio train --plan FILE.json)",
