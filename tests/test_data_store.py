@@ -72,7 +72,7 @@ def test_beyond_the_budget_a_mapped_file_gives_the_same_tensors_and_decodes_once
     assert [len(i) for _, i in b] == [4, 4, 2]
     for (xa, ia), (xb, ib) in zip(a, b):
         assert torch.equal(ia, ib) and torch.equal(xa, xb)
-    assert mapped.decodes == 10  # counted in the main process, decoded in the workers
+    assert mapped.decodes == 10  # decoded by the threads of the first pass, never again
     for _ in range(3):  # epochs 2 to 4 read the file
         again = torch.cat([x for x, _ in mapped.batches(range(10), 3, shuffle=False)])
         assert torch.equal(again, memory.tensor)

@@ -5,14 +5,15 @@ model's input size a 224x224 image takes 147 KiB, so 10,000 images take
 1.4 GiB. Within the memory budget (tl_studio/memory.py) the store decodes
 every image up front, in threads, into memory. Beyond it the tensor is a
 memory-mapped file (the run's ``cache/`` folder, else a temporary one next
-to the feature cache) that fills as the first pass goes: DataLoader worker
-processes decode the images of the coming batches while the model computes,
-the main process writes them into the file, and every later pass reads the
-file (the page cache keeps what fits in memory). One INFO line says which.
+to the feature cache) that fills as the first pass goes: a pool of threads
+decodes the images of the coming batches while the model computes, they are
+written into the file, and every later pass reads the file (the page cache
+keeps what fits in memory). One INFO line says which.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +21,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
 from ..memory import human, mapped_tensor, resolve_budget
 from ..preprocess import to_pixels
@@ -48,43 +47,6 @@ def _decode_or_blank(path: Path, preprocess, max_pixels: int) -> tuple[torch.Ten
     except OSError as exc:  # e.g. the file went away since the import
         s = preprocess.input_size
         return torch.zeros(3, s, s, dtype=torch.uint8), f"cannot read: {exc.strerror or exc}"
-
-
-class _DecodeDataset(TorchDataset):
-    """What each DataLoader worker process runs (picklable: paths and a frozen dataclass)."""
-
-    def __init__(self, paths: list[Path], preprocess, max_pixels: int):
-        self.paths, self.preprocess, self.max_pixels = paths, preprocess, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        img, err = _decode_or_blank(self.paths[i], self.preprocess, self.max_pixels)
-        return img, i, err
-
-
-def _plain_allocator(_worker: int) -> None:
-    """glibc's own settings in a decode worker, undoing what it inherits from runtime.tune_allocator.
-
-    The training process keeps up to 1 GiB of freed heap and never mmaps (no page faults per
-    step); a worker that decodes with those settings kept growing, to 530 MiB of anonymous
-    memory per worker over a 10,000-image pass. Decoding is not fault-bound: give memory back.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-4, 65536)  # M_MMAP_MAX: glibc's default
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD: glibc's default
-    except (OSError, AttributeError):  # not glibc: nothing was tuned
-        pass
-
-
-def _collate(batch):
-    images = torch.stack([b[0] for b in batch])
-    idx = torch.tensor([b[1] for b in batch], dtype=torch.long)
-    return images, idx, [b[2] for b in batch]
 
 
 class ImageStore:
@@ -131,9 +93,9 @@ class ImageStore:
         self._map, self.spill_path = mapped_tensor(spill_dir, "images.u8", (n, 3, s, s), torch.uint8,
                                                    "the decoded images")
         self._ready = torch.zeros(n, dtype=torch.bool)
-        log.info("%s > memory budget %s: memory-mapped at %s (each image decoded once, by %d worker "
-                 "process(es) while the model computes; the file is unlinked, its space returns when the "
-                 "run ends)", what, human(budget), self.spill_path, self.workers)
+        log.info("%s > memory budget %s: memory-mapped at %s (each image decoded once, by %d thread(s) "
+                 "while the model computes; the file is unlinked, its space returns when the run ends)",
+                 what, human(budget), self.spill_path, max(1, self.workers))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -232,31 +194,53 @@ class ImageStore:
             for c in chunks:
                 yield self.tensor.index_select(0, c), c
             return
-        # The rows not decoded yet (the first pass) come from worker processes, decoded ahead of the
-        # batch the model is on; everything else is read from the map.
+        # The rows not decoded yet (the first pass) are decoded by a pool of threads a few batches ahead of
+        # the one the model is on; everything else is read from the map.
         todo = [c[~self._ready[c]] for c in chunks]
-        sampler = [t.tolist() for t in todo if len(t)]
-        loaded = iter(self._loader(sampler)) if sampler else iter(())
+        loaded = self._ahead([t for t in todo if len(t)])
         for c, t in zip(chunks, todo):
             if len(t):
-                images, got, errs = next(loaded)
-                self._count(len(got))
-                for i, err in zip(got.tolist(), errs):
-                    self._note(i, err)
+                images, got = next(loaded)
                 self._store(got, images)
                 if len(t) == len(c):
                     yield images, c
                     continue
             yield self._map.index_select(0, c), c
 
-    def _loader(self, batch_sampler: list[list[int]]) -> DataLoader:
-        return DataLoader(
-            _DecodeDataset(self.paths, self.preprocess, self.max_pixels),
-            batch_sampler=batch_sampler,
-            num_workers=self.workers,
-            collate_fn=_collate,
-            # Worker seeds come from this generator, not the global RNG: decoding in workers
-            # must not shift a seeded training run's random stream (dropout etc.).
-            generator=torch.Generator().manual_seed(0),
-            worker_init_fn=_plain_allocator,
-        )
+    def _ahead(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(uint8 images, indices)`` for each batch in order, decoded by threads up to 2 per thread ahead.
+
+        Threads, not DataLoader worker processes: PIL decodes and resizes with the GIL released, so they
+        run in parallel with the model's own computation as well as processes would, and a forked worker
+        would hold its own copy of every page of the parent's it touches (a few hundred MiB each).
+        """
+        if not batches:
+            return
+        workers = max(1, self.workers)
+
+        def decode(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            images = torch.empty((len(batch), 3, self.size, self.size), dtype=torch.uint8)
+            for row, i in enumerate(batch.tolist()):
+                img, err = _decode_or_blank(self.paths[i], self.preprocess, self.max_pixels)
+                images[row] = img
+                self._note(i, err)
+            self._count(len(batch))
+            return images, batch
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tl-decode") as pool:
+            pending = collections.deque()
+            queue = iter(batches)
+            try:
+                for batch in queue:
+                    pending.append(pool.submit(decode, batch))
+                    if len(pending) >= 2 * workers:
+                        break
+                while pending:
+                    done = pending.popleft().result()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(decode, nxt))
+                    yield done
+            finally:  # a consumer that stops early (a stop, an error) leaves nothing decoding
+                for f in pending:
+                    f.cancel()
