@@ -274,3 +274,27 @@ def test_ridge_cv_matches_sklearn_per_fold(n, d):
     assert abs(result.accuracy - np.mean(accs)) < 1e-9
     assert abs(result.accuracy_se - np.std(accs, ddof=1) / np.sqrt(len(accs))) < 1e-9
     assert result.accuracy == max(result.accuracies)
+
+
+def test_cv_ticks_every_fold_and_a_raising_tick_stops_it():
+    """The trainer's stop and the "fitting" progress hang on this callback: once before the first fold's
+    path, once after each; whatever it raises ends the fit there."""
+    from tl_studio.probe import fit_head
+
+    x, y = projected(150, 60, 3, seed=8)
+    calls = []
+    fit_head(x, y, 3, tick=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 10) for i in range(11)]  # 5 folds x 2 repeats
+
+    class Halt(Exception):
+        pass
+
+    def halt_at_third(done, total):
+        calls.append((done, total))
+        if done == 3:
+            raise Halt
+
+    calls.clear()
+    with pytest.raises(Halt):
+        select_head(x, y, 3, hidden=8, tick=halt_at_third)
+    assert calls[-1] == (3, 10)

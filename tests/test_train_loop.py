@@ -238,3 +238,31 @@ def test_progress_events_follow_decoding_extraction_epochs_and_steps():
     assert (step.done, step.total, step.unit) == (3, 3, "steps") and step.eta == 0
     assert log.progress_event() == step  # the latest of all
     assert log.progress()["epoch"] == 2  # the live position the UI and CLI read today
+
+
+def test_a_stop_while_the_head_is_fitted_ends_the_run_stopped(tmp_path):
+    """The head's cross-validation publishes its folds and stops between them: a stop asked for while
+    it runs ends the job "stopped" with no head fitted, not after minutes of folds."""
+    import threading
+
+    from tl_studio.progress import FITTING
+    from tl_studio.runs import STOPPED
+
+    plan = Plan.head_only(FAST, 4)  # nothing in the body trains: the head is fitted, no epochs
+    cfg = TrainConfig(device="cpu", epochs=2, batch_size=8)
+    stop, seen = threading.Event(), []
+    trainer = Trainer(plan, cfg, demo_data(6, 3), run_dir=tmp_path / "run", pretrained=False, stop_event=stop)
+    publish = trainer.metrics.publish
+
+    def watch(event):  # the test stands where the UI's Stop button does: it acts on what the job publishes
+        publish(event)
+        seen.append((event.phase, event.done))
+        if event.phase == FITTING and event.done == 2:
+            stop.set()
+
+    trainer.metrics.publish = watch
+    result = trainer.fit()
+    assert result.status == STOPPED
+    fitting = [done for phase, done in seen if phase == FITTING]
+    assert fitting == [0, 1, 2]  # published from the first fold on; nothing after the stop
+    assert json.loads((tmp_path / "run" / SUMMARY).read_text())["status"] == STOPPED

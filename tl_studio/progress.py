@@ -22,6 +22,7 @@ EPOCH = "epoch"  # done: epochs completed, total: epochs planned
 STEP = "step"  # training steps of the current epoch
 PREDICTING = "predicting"  # images through a trained model (an evaluation)
 PROBING = "probing"  # the freeze-depth sweep's linear probes (done/total: layers)
+FITTING = "fitting"  # the head's cross-validation on the training split (done/total: fold paths of one table)
 EXPORTING = "exporting"  # writing an exported model (done/total: files)
 
 
@@ -59,3 +60,21 @@ class Meter:
     def fractions(self) -> Callable[[float, str], None]:
         """The meter as a ``(fraction, message)`` callback, for code that reports fractions."""
         return lambda fraction, message="": self.update(round(fraction * self.total))
+
+
+def fold_ticks(publish: Callable[[Progress], None] | None, check_stop: Callable[[], None] | None = None):
+    """A cross-validation's per-fold callback (``tl_studio.probe``'s ``tick(done, total)``): a place to stop,
+    and the :data:`FITTING` event. Each table (the linear head's, the two-layer head's) counts from 0."""
+    meter: Meter | None = None
+
+    def tick(done: int, total: int) -> None:
+        nonlocal meter
+        if check_stop is not None:
+            check_stop()
+        if publish is None:
+            return
+        if meter is None or done == 0 or meter.total != total:
+            meter = Meter(FITTING, total, "folds", publish, start=done)
+        meter.update(done)
+
+    return tick

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from ..progress import DECODING, EPOCH, EXPORTING, EXTRACTING, PROBING, STEP, Meter, Progress
+from ..progress import DECODING, EPOCH, EXPORTING, EXTRACTING, FITTING, PROBING, STEP, Meter, Progress
 
 LINE_SECONDS = 5.0  # a pipe gets at most one line per phase this often
 TRAINING = "training"  # the CLI's own phase: every step of every epoch, as one bar
@@ -30,6 +30,7 @@ WORDS = {
     EXTRACTING: "extracting features",
     TRAINING: "training",
     PROBING: "sweep: probing layers",
+    FITTING: "fitting the head (cross-validation)",
     EXPORTING: "exporting",
 }
 

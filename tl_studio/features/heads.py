@@ -39,12 +39,13 @@ def head_on(
     folds: int = 5,
     repeats: int = 2,
     seed: int = 0,
+    tick=None,
 ) -> HeadChoice:
     """The head on ``fs``'s features at ``layers`` for the training ``rows`` (labels of all rows given).
 
     ``decide``: choose between the linear head and a two-layer head of
     ``hidden`` units (the evidence pass); otherwise fit exactly that shape
-    (``hidden`` 0: linear), its strength by cross-validation.
+    (``hidden`` 0: linear), its strength by cross-validation. ``tick``: as :func:`tl_studio.probe.select_head`'s.
     """
     idx = torch.as_tensor(rows, dtype=torch.long)
     y = torch.as_tensor(labels, dtype=torch.long)[idx]
@@ -57,9 +58,10 @@ def head_on(
     x = fs.x(list(layers), idx)
     with single_threaded():  # small products: a second thread costs more than it gives
         if decide:
-            choice = select_head(x, y, num_classes, hidden=hidden, folds=folds, repeats=repeats, seed=seed)
+            choice = select_head(x, y, num_classes, hidden=hidden, folds=folds, repeats=repeats, seed=seed,
+                                 tick=tick)
         else:
-            choice = fit_head(x, y, num_classes, hidden=hidden, folds=folds, repeats=repeats, seed=seed)
+            choice = fit_head(x, y, num_classes, hidden=hidden, folds=folds, repeats=repeats, seed=seed, tick=tick)
     with _lock:
         _memo[key] = choice
         # The decided head is also the fixed head of its own shape: the trainer asks for that one.

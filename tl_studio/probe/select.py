@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .cv import DEFAULT_L2_GRID, cv_logistic, mlp_path, resolve_folds, table
+from .cv import DEFAULT_L2_GRID, Tick, cv_logistic, mlp_path, resolve_folds, table, ticked
 from .linear import LogisticFit, check_rows, fit_logistic
 from .mlp import DEFAULT_HIDDEN, MLPFit, fit_mlp
 
@@ -104,16 +104,18 @@ def select_head(
     folds: int = 5,
     repeats: int = 2,
     seed: int = 0,
+    tick: Tick | None = None,
 ) -> HeadChoice:
     """Cross-validate the linear head over ``l2_grid`` (default :data:`.cv.DEFAULT_L2_GRID`) and, when
     ``hidden`` > 0, a two-layer head of that width; keep the winner by the module's rule; refit it.
 
-    ``x``, ``y``: the training rows only (cached frozen features, raw).
+    ``x``, ``y``: the training rows only (cached frozen features, raw). ``tick``: called after each
+    fold's path, with (done, total) of the table being computed (:data:`.cv.Tick`).
     """
     y = check_rows(x, y, num_classes)
     started = time.perf_counter()
     splits = resolve_folds(y, folds, repeats, seed)
-    linear_rows = cv_logistic(x, y, num_classes, l2_grid or DEFAULT_L2_GRID, splits)
+    linear_rows = cv_logistic(x, y, num_classes, l2_grid or DEFAULT_L2_GRID, splits, tick=tick)
     lin, top = best_row(linear_rows), top_row(linear_rows)
     table_rows, chosen = list(linear_rows), lin
     bar = top["accuracy"] + top["accuracy_se"]
@@ -123,7 +125,7 @@ def select_head(
         reason = (f"linear head: CV accuracy {top['accuracy']:.3f} + 1 SE {top['accuracy_se']:.3f} "
                   "reaches 1, no two-layer head could beat it")
     else:
-        mlp_rows, reason = _two_layer(x, y, num_classes, hidden, splits, folds, top, seed)
+        mlp_rows, reason = _two_layer(x, y, num_classes, hidden, splits, folds, top, seed, tick)
         table_rows += mlp_rows
         mlp = best_row(mlp_rows)
         if mlp["folds"] == len(splits) and mlp["accuracy"] > bar:
@@ -151,6 +153,7 @@ def fit_head(
     folds: int = 5,
     repeats: int = 2,
     seed: int = 0,
+    tick: Tick | None = None,
 ) -> HeadChoice:
     """The head of a fixed shape (``hidden`` 0: linear; else two layers of that width), its ``l2`` chosen
     by cross-validation on the rows given, as :func:`select_head` chooses it, refitted on all of them.
@@ -162,12 +165,13 @@ def fit_head(
     splits = resolve_folds(y, folds, repeats, seed)
     if hidden > 0:
         grid = sorted(MLP_L2_GRID, reverse=True)
-        rows = table("mlp", hidden, grid, [mlp_path(x, y, num_classes, hidden, grid, s, seed=seed) for s in splits])
+        paths = [lambda s=s: mlp_path(x, y, num_classes, hidden, grid, s, seed=seed) for s in splits]
+        rows = table("mlp", hidden, grid, ticked(paths, tick))
         chosen = best_row(rows)
         path = [v for v in grid if v > chosen["l2"]]
         fit = fit_mlp(x, y, num_classes, hidden, chosen["l2"], seed=seed, warm_path=path)
     else:
-        rows = cv_logistic(x, y, num_classes, DEFAULT_L2_GRID, splits)
+        rows = cv_logistic(x, y, num_classes, DEFAULT_L2_GRID, splits, tick=tick)
         chosen = best_row(rows)
         fit = fit_logistic(x, y, num_classes, chosen["l2"])
     reason = f"{'two-layer' if hidden else 'linear'} head as planned, l2 by cross-validation"
@@ -180,18 +184,20 @@ def fit_head(
     )
 
 
-def _two_layer(x, y, num_classes: int, hidden: int, splits, folds: int, top: dict, seed: int) -> tuple[list[dict], str]:
+def _two_layer(x, y, num_classes: int, hidden: int, splits, folds: int, top: dict, seed: int,
+               tick: Tick | None) -> tuple[list[dict], str]:
     """The two-layer head's CV rows (all folds, or the first repeat's when it is behind there) and the verdict."""
     grid = sorted(MLP_L2_GRID, reverse=True)
     # Screening: the strongest strength only, on the first repeat's folds (the cheap, well-conditioned fit).
-    screen = [mlp_path(x, y, num_classes, hidden, grid[:1], split, seed=seed) for split in splits[:folds]]
+    screen = ticked([lambda s=s: mlp_path(x, y, num_classes, hidden, grid[:1], s, seed=seed) for s in splits[:folds]],
+                    tick)
     first = best_row(table("mlp", hidden, grid[:1], screen))
     linear_first = sum(top["fold_accuracy"][:folds]) / folds
     if len(splits) > folds and first["accuracy"] <= linear_first:
         return table("mlp", hidden, grid[:1], screen), (
             f"linear head: two-layer head ({hidden} units) CV accuracy {first['accuracy']:.3f} on the first "
             f"{folds} folds is not above the linear head's {linear_first:.3f} on the same folds")
-    per_fold = [mlp_path(x, y, num_classes, hidden, grid, split, seed=seed) for split in splits]
+    per_fold = ticked([lambda s=s: mlp_path(x, y, num_classes, hidden, grid, s, seed=seed) for s in splits], tick)
     rows = table("mlp", hidden, grid, per_fold)
     mlp = best_row(rows)
     bar = top["accuracy"] + top["accuracy_se"]

@@ -38,6 +38,7 @@ from ..features import FeatureSet
 from ..features.heads import head_on
 from ..layout import layout
 from ..probe import ridge_cv, single_threaded, stratified_folds
+from ..progress import Progress, fold_ticks
 from . import rules
 from .similarity import SimilarityReport, similarity_report
 from .sweep import candidate_layers
@@ -150,6 +151,7 @@ def gather_evidence(
     seed: int = 0,
     hidden: int = rules.HIDDEN_UNITS,
     check_stop: Callable[[], None] | None = None,
+    publish: Callable[[Progress], None] | None = None,
 ) -> Evidence:
     """The probe curve, the cut, the taps, the head and the similarity, from the training rows only."""
     started = time.perf_counter()
@@ -189,7 +191,7 @@ def gather_evidence(
     if check_stop is not None:
         check_stop()
     head = head_on(fs, list(taps or (cut.layer,)), rows.tolist(), labels, num_classes, hidden=hidden, decide=True,
-                   folds=FOLDS, repeats=REPEATS, seed=seed)
+                   folds=FOLDS, repeats=REPEATS, seed=seed, tick=fold_ticks(publish, check_stop))
     sim = similarity_report(fs.model, fs.logits.index_select(0, rows), fs.penultimate.index_select(0, rows).float(),
                             fs.bn_kl, y)
     ev = Evidence(

@@ -69,7 +69,8 @@ def recommend_for_data(
         images = decode(dataset, model_name, publish=publish)  # for the training after it, too
     fs = features_for(model_name, images, dataset.fingerprint, store=store, device=device, pretrained=pretrained,
                       publish=publish, check_stop=check_stop, share=share)
-    ev = gather_evidence(fs, dataset.labels, dataset.train_idx, k, seed=seed, check_stop=check_stop)
+    ev = gather_evidence(fs, dataset.labels, dataset.train_idx, k, seed=seed, check_stop=check_stop,
+                         publish=publish)
     rec = recommend(model_name, per_class, ev.similarity.similarity, k, device=device, evidence=ev,
                     second_stage=second_stage)
     return Measured(rec, fs, ev, images)

@@ -27,6 +27,7 @@ from ..features import FeatureSet, FeatureStore, features_for
 from ..features.heads import head_on
 from ..probe import fit_head as probe_fit_head
 from ..probe import single_threaded
+from ..progress import EXTRACTING, Meter, fold_ticks
 from ..states import layer_states
 from . import distributed
 
@@ -84,11 +85,17 @@ def head_inputs(trainer) -> tuple[torch.Tensor, FeatureSet | None]:
     rows = torch.arange(len(trainer.data.labels))
     d = trainer.dist if trainer.dist is not None and len(rows) >= trainer.dist.world_size else None
     out = []
+    mine = distributed.split_rows(rows, d)  # under torchrun: a shard
+    meter = Meter(EXTRACTING, len(mine), "images", trainer.metrics.publish)
+    meter.update(0)
+    done = 0
     with torch.no_grad():
-        for idx, raw in trainer.inputs.batches(distributed.split_rows(rows, d), 64):  # under torchrun: a shard
+        for idx, raw in trainer.inputs.batches(mine, 64):
             trainer.check_stop()
             h, _ = model.prefix(trainer.inputs.tensor(idx, train=False, raw=raw), len(model.body))
             out.append(h.float().cpu())
+            done += len(idx)
+            meter.update(done)
     model.train(was)
     return distributed.gather_split(d, torch.cat(out), rows), None
 
@@ -100,11 +107,13 @@ def fit_head(trainer, x: torch.Tensor, fs: FeatureSet | None) -> dict:
     layers = head_layers(model)
     hidden, k = model.plan.head.hidden, model.plan.head.num_classes
     if fs is not None:  # remembered: the evidence pass fitted this very head already
-        choice = head_on(fs, layers, list(data.train_idx), data.labels, k, hidden=hidden, seed=seed)
+        choice = head_on(fs, layers, list(data.train_idx), data.labels, k, hidden=hidden, seed=seed,
+                         tick=fold_ticks(trainer.metrics.publish, trainer.check_stop))
     else:
         rows = torch.as_tensor(list(data.train_idx))
         with single_threaded():
-            choice = probe_fit_head(x[rows], torch.as_tensor(data.labels)[rows], k, hidden=hidden, seed=seed)
+            choice = probe_fit_head(x[rows], torch.as_tensor(data.labels)[rows], k, hidden=hidden, seed=seed,
+                                    tick=fold_ticks(trainer.metrics.publish, trainer.check_stop))
     device = next(model.head.parameters()).device
     model.head.load_state_dict({k: v.to(device) for k, v in choice.state_dict.items()})
     return {"solver": SOLVER, "l2": choice.l2, "head_cv_accuracy": choice.cv_accuracy, "head_cv_se": choice.cv_se,

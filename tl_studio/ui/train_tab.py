@@ -16,7 +16,7 @@ import pandas as pd
 
 from .. import devices, train
 from ..plan import PlanError
-from ..progress import DECODING, EPOCH, EXTRACTING, STEP
+from ..progress import DECODING, EPOCH, EXTRACTING, FITTING, STEP
 from ..states import validate
 from . import session as S
 from .context import AppContext, PollTimer, api, fail, guarded, redact, redact_all
@@ -25,7 +25,8 @@ from .stores import decoded
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-PHASE_WORDS = {DECODING: "Decoding images", EXTRACTING: "Extracting features (frozen layers, once)"}
+PHASE_WORDS = {DECODING: "Decoding images", EXTRACTING: "Extracting features (frozen layers, once)",
+               FITTING: "Fitting the head (cross-validation on the training split)"}
 # The form's fields, in the order of start_training's parameters after ws_id and model.
 FORM_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "augment", "label_smoothing",
                "weight_decay", "early_stopping", "seed", "device")
