@@ -109,8 +109,8 @@ def select_head(
     """Cross-validate the linear head over ``l2_grid`` (default :data:`.cv.DEFAULT_L2_GRID`) and, when
     ``hidden`` > 0, a two-layer head of that width; keep the winner by the module's rule; refit it.
 
-    ``x``, ``y``: the training rows only (cached frozen features, raw). ``tick``: called after each
-    fold's path, with (done, total) of the table being computed (:data:`.cv.Tick`).
+    ``x``, ``y``: the training rows only (cached frozen features, raw). ``tick``: called before the
+    first fold's path and after each, with (done, total) of the table being computed (:data:`.cv.Tick`).
     """
     y = check_rows(x, y, num_classes)
     started = time.perf_counter()
