@@ -139,3 +139,30 @@ def test_a_body_training_plan_starts_from_a_fitted_head(tmp_path):
     result = trainer.fit()
     assert result.summary["head_init"] == "fitted" and result.summary["solver"] == "adamw"
     assert result.summary["selected_on"] == "validation" and result.summary["l2"] > 0
+
+
+def test_probes_perfect_on_every_fold_are_told_apart_by_their_error(tmp_path):
+    """The demo saturates the probes: from blocks.1 on, every layer is perfect on every fold (SE 0), so the
+    one-standard-error rule on accuracy alone picked blocks.1, the cheapest, whose head scored 0.925 on the
+    validation images against 1.000 for the final layer's. The held-out error decides among them instead,
+    and the chosen input's fitted head does as well on the validation images as the final layer's."""
+    from tl_studio.probe import fit_head
+
+    from .trainkit import demo_dataset
+
+    ds = demo_dataset()
+    measured = recommend_for_data(MODEL, ds, store=FeatureStore(tmp_path))
+    ev, fs = measured.evidence, measured.features
+    perfect = [p.layer for p in ev.curve if p.accuracy == 1.0 and p.se == 0.0]
+    assert len(perfect) >= 3, "the demo no longer saturates the probes: this test shows nothing"
+    assert ev.cut != perfect[0]
+
+    train, val = torch.tensor(ds.train_idx), torch.tensor(ds.val_idx)
+    labels = torch.tensor(ds.labels)
+
+    def val_accuracy(layers):
+        head = fit_head(fs.x(layers, train), labels[train], len(ds.classes))
+        return float((head.fit.logits(fs.x(layers, val)).argmax(1) == labels[val]).double().mean())
+
+    chosen = list(ev.taps or (ev.cut,))
+    assert val_accuracy(chosen) >= val_accuracy([ev.curve[-1].layer])

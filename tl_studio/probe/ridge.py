@@ -48,6 +48,10 @@ class RidgeCV:
     alphas: tuple[float, ...]  # the strengths tried, ascending
     accuracies: tuple[float, ...]  # mean held-out accuracy per strength
     fold_accuracy: tuple[float, ...]  # per fold, at ``alpha``
+    # Mean held-out squared error of the one-hot predictions at ``alpha`` (a Brier-like score: it still
+    # ranks probes whose held-out accuracy is perfect on every fold), and its standard error.
+    error: float = float("nan")
+    error_se: float = float("nan")
 
 
 def ridge_cv(
@@ -80,10 +84,14 @@ def ridge_cv(
     acc = torch.stack(correct, 1)  # (A, folds)
     mean_acc, mean_err = acc.mean(1), torch.stack(sq_err, 1).mean(1)
     best = max(range(len(grid)), key=lambda a: (float(mean_acc[a]), -float(mean_err[a])))
-    fold_acc = acc[best]
-    se = float(fold_acc.std() / math.sqrt(fold_acc.numel())) if fold_acc.numel() > 1 else float("nan")
-    return RidgeCV(float(mean_acc[best]), se, grid[best], tuple(grid), tuple(float(a) for a in mean_acc),
-                   tuple(float(a) for a in fold_acc))
+    fold_acc, fold_err = acc[best], torch.stack(sq_err, 1)[best]
+    return RidgeCV(float(mean_acc[best]), _se(fold_acc), grid[best], tuple(grid), tuple(float(a) for a in mean_acc),
+                   tuple(float(a) for a in fold_acc), float(mean_err[best]), _se(fold_err))
+
+
+def _se(per_fold: torch.Tensor) -> float:
+    """Standard deviation over the folds over the square root of their number; NaN for one fold."""
+    return float(per_fold.std() / math.sqrt(per_fold.numel())) if per_fold.numel() > 1 else float("nan")
 
 
 def _fold_predictions(
