@@ -77,9 +77,14 @@ def _rationale(rec: Recommendation, names: list[str], cut: int, frozen_upto: int
             "kept lower-level features."
         )
     if taps and ev is not None:
+        best_single = max(p.accuracy for p in ev.curve)
+        why = ("better than one layer alone by more than the noise (features from several layers)"
+               if ev.taps_accuracy > best_single else
+               "as well as one layer alone, with a lower held-out error: several layers probe perfectly on every "
+               "fold, so their error decides")
         plan.append(
             f"It reads pooled features of {', '.join(names[i] for i in taps)}: together they probe at "
-            f"{ev.taps_accuracy:.2f}, better than one layer alone by more than the noise (features from several layers)."
+            f"{ev.taps_accuracy:.2f}, {why}."
         )
     elif taps:
         plan.append(
