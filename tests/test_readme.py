@@ -125,7 +125,7 @@ def test_readme_runs_as_written(checkout, tmp_path, monkeypatch, capsys):
     port = free_port()
     env = environment(checkout, port)
     monkeypatch.chdir(checkout)  # the README's paths are relative to the checkout
-    server = None
+    server, checked_train = None, False
     try:
         for line in lines:
             if command(line)[3:4] == ["ui"]:
@@ -133,6 +133,11 @@ def test_readme_runs_as_written(checkout, tmp_path, monkeypatch, capsys):
                 continue
             status, out, err = run_line(line, checkout, env, capsys)
             assert status == 0, f"{line}\nexit {status}\n{out}\n{err}"
+            if command(line)[3:5] == ["train", "assets/demo"] and "--resume" not in line:
+                # stdout is the one result line: the run folder, its validation accuracy, the time it took
+                assert len(out.splitlines()) == 1 and "runs/demo: finished, val accuracy" in out, out
+                assert " s in all on " in out, out
+                checked_train = True
             if line.startswith("tl-studio export"):
                 # stdout is exactly one line, the path of the file written, mode 0644 under umask 022
                 lines_out = out.splitlines()
@@ -140,6 +145,7 @@ def test_readme_runs_as_written(checkout, tmp_path, monkeypatch, capsys):
                 assert stat.S_IMODE((checkout / lines_out[0]).stat().st_mode) == 0o644
                 assert "onnx_ir" not in err and "[torch.onnx]" not in err
         assert server is not None, "the README's tl-studio ui line"
+        assert checked_train, "the README's tl-studio train assets/demo line"
         engine = subprocess.run([sys.executable, "-c", engine_example], cwd=checkout, env=env, capture_output=True,
                                 text=True, timeout=600)
         assert engine.returncode == 0, engine.stderr

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from .common import (
@@ -201,6 +202,7 @@ def _run(args, dist, checked) -> int:
     from ..data import load_dataset
     from ..train import distributed
 
+    started = time.perf_counter()
     main = dist is None or dist.main
     if dist is not None:  # --random-weights: the same random network on every rank, the evidence pass's too
         import torch
@@ -216,10 +218,10 @@ def _run(args, dist, checked) -> int:
     scratch = contextlib.nullcontext(out / "dataset") if main else tempfile.TemporaryDirectory(prefix="tl-studio-")
     with scratch as workdir:
         dataset = load_dataset(args.data, workdir=workdir, val_fraction=args.val_fraction, seed=args.seed)
-        return _train(args, dist, dataset, checked, stored, pretrained, out)
+        return _train(args, dist, dataset, checked, stored, pretrained, out, started)
 
 
-def _train(args, dist, dataset, checked, stored, pretrained, out) -> int:
+def _train(args, dist, dataset, checked, stored, pretrained, out, started: float) -> int:
     from .. import train
     from ..features import FeatureStore
     from ..plan import Plan
@@ -288,18 +290,20 @@ def _train(args, dist, dataset, checked, stored, pretrained, out) -> int:
     elif args.json:
         print_json(summary)
     else:
-        print(_summary_line(out, summary))
+        print(_summary_line(out, summary, time.perf_counter() - started))
     return 0 if job.status == train.FINISHED else 130
 
 
-def _summary_line(out: Path, s: dict) -> str:
+def _summary_line(out: Path, s: dict, wall: float) -> str:
+    """One line on stdout. A fitted head has no epochs to count: its time is the command's, since the
+    head's own fit may be nothing at all (the evidence pass fitted that very head already)."""
     acc = s.get("val_accuracy", s.get("best_val_accuracy"))
-    if not isinstance(acc, (int, float)):
-        how = "not validated"
-    elif s.get("selected_on") == "train-cv":
-        how = f"val accuracy {acc:.3f} (a head fitted to convergence, L2 {s.get('l2'):.3g} by cross-validation)"
-    else:
-        how = f"best val accuracy {acc:.3f} (epoch {s.get('best_epoch')})"
-    return (f"{out}: {s.get('status', 'finished')}, {s.get('epochs_run')} epoch(s) in "
+    status = s.get("status", "finished")
+    if isinstance(acc, (int, float)) and s.get("selected_on") == "train-cv":
+        return (f"{out}: {status}, val accuracy {acc:.3f} (a head fitted to convergence on the frozen features, "
+                f"L2 {s.get('l2'):.3g} by cross-validation; no epochs), {wall:.1f} s in all on {s.get('device')}")
+    how = "not validated" if not isinstance(acc, (int, float)) else \
+        f"best val accuracy {acc:.3f} (epoch {s.get('best_epoch')})"
+    return (f"{out}: {status}, {s.get('epochs_run')} epoch(s) in "
             f"{s.get('train_seconds', 0):.1f} s, {how}, {s.get('images_per_second', 0):.0f} img/s on "
-            f"{s.get('device')}")
+            f"{s.get('device')}; {wall:.1f} s in all")
