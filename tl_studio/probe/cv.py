@@ -70,6 +70,11 @@ def score(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return float((logits.argmax(1) == y).double().mean()), float(-logp.gather(1, y[:, None]).mean())
 
 
+def standard_error(per_fold: torch.Tensor) -> float:
+    """Standard deviation over the folds over the square root of their number; NaN for one fold."""
+    return float(per_fold.std() / math.sqrt(per_fold.numel())) if per_fold.numel() > 1 else float("nan")
+
+
 def summarise(head: str, hidden: int, l2: float, results: Sequence[FoldResult]) -> dict:
     """One CV table row from per-fold (accuracy, log-loss, iterations, converged).
 
@@ -79,7 +84,7 @@ def summarise(head: str, hidden: int, l2: float, results: Sequence[FoldResult]) 
     one :mod:`.select`'s one-standard-error rule is phrased in.
     """
     acc = torch.tensor([r[0] for r in results], dtype=torch.float64)
-    se = float(acc.std() / math.sqrt(acc.numel())) if acc.numel() > 1 else float("nan")
+    se = standard_error(acc)
     return {
         "head": head,
         "hidden": hidden,

@@ -20,13 +20,12 @@ the highest mean held-out accuracy (ties: the lower held-out squared error).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .cv import Folds, resolve_folds
+from .cv import Folds, resolve_folds, standard_error
 from .linear import check_rows
 from .space import Standardiser
 
@@ -50,8 +49,8 @@ class RidgeCV:
     fold_accuracy: tuple[float, ...]  # per fold, at ``alpha``
     # Mean held-out squared error of the one-hot predictions at ``alpha`` (a Brier-like score: it still
     # ranks probes whose held-out accuracy is perfect on every fold), and its standard error.
-    error: float = float("nan")
-    error_se: float = float("nan")
+    error: float
+    error_se: float  # NaN with one fold
 
 
 def ridge_cv(
@@ -82,16 +81,13 @@ def ridge_cv(
         correct.append((pred.argmax(2) == y[held]).double().mean(1))
         sq_err.append(((pred - target) ** 2).sum(2).mean(1))
     acc = torch.stack(correct, 1)  # (A, folds)
-    mean_acc, mean_err = acc.mean(1), torch.stack(sq_err, 1).mean(1)
+    err = torch.stack(sq_err, 1)  # (A, folds)
+    mean_acc, mean_err = acc.mean(1), err.mean(1)
     best = max(range(len(grid)), key=lambda a: (float(mean_acc[a]), -float(mean_err[a])))
-    fold_acc, fold_err = acc[best], torch.stack(sq_err, 1)[best]
-    return RidgeCV(float(mean_acc[best]), _se(fold_acc), grid[best], tuple(grid), tuple(float(a) for a in mean_acc),
-                   tuple(float(a) for a in fold_acc), float(mean_err[best]), _se(fold_err))
-
-
-def _se(per_fold: torch.Tensor) -> float:
-    """Standard deviation over the folds over the square root of their number; NaN for one fold."""
-    return float(per_fold.std() / math.sqrt(per_fold.numel())) if per_fold.numel() > 1 else float("nan")
+    fold_acc = acc[best]
+    return RidgeCV(float(mean_acc[best]), standard_error(fold_acc), grid[best], tuple(grid),
+                   tuple(float(a) for a in mean_acc), tuple(float(a) for a in fold_acc), float(mean_err[best]),
+                   standard_error(err[best]))
 
 
 def _fold_predictions(

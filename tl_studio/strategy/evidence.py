@@ -152,8 +152,7 @@ def pick_within_noise(scored: list[Scored]) -> Scored:
     within = [c for c in scored if c[0] >= best[0] - best[1]]
     if not best[1] > 0 and len(within) > 1:  # 0 (or NaN: one fold): no spread, saturated
         low = min(within, key=lambda c: c[3])
-        if low[3] == low[3]:  # the errors are known
-            within = [c for c in within if c[3] <= low[3] + (low[4] if low[4] == low[4] else 0.0)]
+        within = [c for c in within if c[3] <= low[3] + (low[4] if low[4] == low[4] else 0.0)]
     return min(within, key=lambda c: (_cost(c[2]), -c[0]))
 
 

@@ -106,14 +106,14 @@ def fit_head(trainer, x: torch.Tensor, fs: FeatureSet | None) -> dict:
     model, data, seed = trainer.model, trainer.data, trainer.cfg.seed
     layers = head_layers(model)
     hidden, k = model.plan.head.hidden, model.plan.head.num_classes
+    tick = fold_ticks(trainer.metrics.publish, trainer.check_stop)
     if fs is not None:  # remembered: the evidence pass fitted this very head already
-        choice = head_on(fs, layers, list(data.train_idx), data.labels, k, hidden=hidden, seed=seed,
-                         tick=fold_ticks(trainer.metrics.publish, trainer.check_stop))
+        choice = head_on(fs, layers, list(data.train_idx), data.labels, k, hidden=hidden, seed=seed, tick=tick)
     else:
         rows = torch.as_tensor(list(data.train_idx))
         with single_threaded():
             choice = probe_fit_head(x[rows], torch.as_tensor(data.labels)[rows], k, hidden=hidden, seed=seed,
-                                    tick=fold_ticks(trainer.metrics.publish, trainer.check_stop))
+                                    tick=tick)
     device = next(model.head.parameters()).device
     model.head.load_state_dict({k: v.to(device) for k, v in choice.state_dict.items()})
     return {"solver": SOLVER, "l2": choice.l2, "head_cv_accuracy": choice.cv_accuracy, "head_cv_se": choice.cv_se,
