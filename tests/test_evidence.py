@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import jsonschema
 import pytest
 import torch
 
-from bench import glyphs
+from bench import evidence_phase, glyphs
 from tl_studio.cli.main import main as cli
 from tl_studio.data import ImageStore, load_dataset
 from tl_studio.features import FeatureStore, feature_key, features_for
@@ -18,6 +19,7 @@ from tl_studio.features import store as store_module
 from tl_studio.plan import json_schema
 from tl_studio.registry import get_spec
 from tl_studio.runs import load_run
+from tl_studio.states import layer_states
 from tl_studio.strategy import gather_evidence, recommend, recommend_for_data
 
 MODEL = "efficientnet_lite0"
@@ -166,3 +168,54 @@ def test_probes_perfect_on_every_fold_are_told_apart_by_their_error(tmp_path):
 
     chosen = list(ev.taps or (ev.cut,))
     assert val_accuracy(chosen) >= val_accuracy([ev.curve[-1].layer])
+
+
+def test_past_the_small_data_bound_the_evidence_reads_a_stratified_sample_of_the_training_images():
+    from tl_studio.features.sample import MIN_PER_CLASS, PER_CLASS, evidence_rows
+    from tl_studio.strategy import rules
+
+    assert PER_CLASS == rules.SMALL_DATA  # the sample starts where the body starts to train
+    # 100 training images per class on average: every image (the pass is the one the run needs anyway).
+    labels = [c for c in range(3) for _ in range(101)]
+    assert evidence_rows(labels, [i for i in range(303) if i % 101]) is None  # 100 per class
+    assert len(evidence_rows(labels, list(range(303)))) == 3 * 51  # 101 per class
+    # Classes of 12, 150 and 400 training images (and validation rows, never read): half of each class,
+    # at most PER_CLASS, at least MIN_PER_CLASS.
+    labels, train, val = [], [], []
+    for c, (n_train, n_val) in enumerate([(12, 3), (150, 5), (400, 20)]):
+        for j in range(n_train + n_val):
+            (train if j < n_train else val).append(len(labels))
+            labels.append(c)
+    rows = evidence_rows(labels, train)
+    taken = torch.bincount(torch.tensor([labels[i] for i in rows]), minlength=3).tolist()
+    assert taken == [min(12, MIN_PER_CLASS), 75, PER_CLASS]
+    assert set(rows) <= set(train) and rows == sorted(set(rows))
+    # Decided by the labels of the training rows alone: relabelling the validation rows changes nothing.
+    relabelled = list(labels)
+    for i in val:
+        relabelled[i] = (labels[i] + 1) % 3
+    assert evidence_rows(relabelled, train) == rows == evidence_rows(labels, list(reversed(train)))
+
+
+def test_a_default_run_past_the_small_data_bound_fits_its_starting_head_on_the_evidence_sample(
+        tmp_path, capsys, caplog, monkeypatch):
+    """Past 100 training images per class the default plan trains body layers: the evidence runs the frozen
+    network over a sample of the training images only, and the starting head is the one it fitted there,
+    with no pass over every image (the epochs run the network anyway)."""
+    root = tmp_path / "glyphs"
+    glyphs.generate(root, glyphs.Spec(chars="ox", train=110, val=10, size=32, seed=5))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TL_STUDIO_CACHE_DIR", str(cache))
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="tl_studio"):
+        assert cli(["train", str(root), "--out", str(run), "--epochs", "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "a stratified sample of 110 of the 220 training images" in said
+    phase = evidence_phase.PHASE.search(said)  # timed on its own, in the words figure 11b reads
+    assert phase is not None and int(phase[2]) == 110
+    plan = load_run(run).plan
+    assert layer_states(plan).trainable_names, "the default plan trains no body layer here: this test shows nothing"
+    assert summary["head_init"] == "fitted" and summary["head_rows"] == 110
+    # One frozen pass was stored, of the 110 sampled images: none over all 240.
+    assert [e["images"] for e in FeatureStore(cache).entries()] == [110]

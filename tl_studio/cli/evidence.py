@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def recommendation(args, dataset, device, store=None, share=None):
     """The measured recommendation for ``dataset`` (args: model, seed, no_evidence, random_weights)."""
-    from ..strategy.evidence import estimate_seconds
+    from ..strategy.evidence import estimate_seconds, scope
     from ..strategy.on_dataset import recommend_for_data
 
     evidence = not getattr(args, "no_evidence", False)
@@ -25,10 +25,10 @@ def recommendation(args, dataset, device, store=None, share=None):
         log.info("--weights: no evidence pass (it measures the registry's weights); the four cases decide")
         evidence = False
     if evidence:
-        seconds = estimate_seconds(args.model, len(dataset.paths), len(dataset.train_idx), device)
-        log.info("evidence pass: %s over %d images once, then probes on the %d training images; about %.0f s "
-                 "(less when cached; Ctrl-C stops it, --no-evidence skips it)", args.model, len(dataset.paths),
-                 len(dataset.train_idx), seconds)
+        images, probed, words = scope(dataset)
+        seconds = estimate_seconds(args.model, images, probed, device)
+        log.info("evidence pass: %s over %s; about %.0f s (less when cached; Ctrl-C stops it, --no-evidence "
+                 "skips it)", args.model, words, seconds)
     started = time.perf_counter()
     with ProgressView() as view:
         images = None
@@ -41,7 +41,9 @@ def recommendation(args, dataset, device, store=None, share=None):
                                       device=device, pretrained=not getattr(args, "random_weights", False),
                                       publish=view, store=store, share=share)
     if evidence and measured.evidence is not None:
-        log.info("evidence pass: %.1f s in all; the frozen pass %.1f s (%s; training reuses it), the probes %.1f s",
-                 time.perf_counter() - started, measured.features.seconds,
-                 "computed" if measured.features.seconds else "from the cache", measured.evidence.seconds)
+        fs, ev = measured.features, measured.evidence
+        reuse = ("the starting head reuses it" if ev.sampled_from else "training reuses it")
+        log.info("evidence phase: %.1f s; the frozen pass over %d images %.1f s (%s; %s), the probes %.1f s "
+                 "(%.1f s with decoding)", fs.seconds + ev.seconds, fs.rows, fs.seconds,
+                 "computed" if fs.seconds else "from the cache", reuse, ev.seconds, time.perf_counter() - started)
     return measured

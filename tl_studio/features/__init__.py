@@ -5,6 +5,8 @@
 * :class:`FeatureSet`: every body layer's pooled output, the ImageNet logits
   and BatchNorm statistics, for every image;
 * :class:`FeatureStore`: the cache folder (``tl-studio cache ls|clear``);
+* :mod:`.sample`: which training images the evidence reads (a stratified
+  sample past the small-data bound);
 * :mod:`.fold`: the BatchNorm-folded inference copy the pass (and the
   trainer's frozen prefix) runs through.
 """
@@ -16,11 +18,12 @@ from typing import Callable
 
 from ..progress import Progress
 from .featureset import FeatureSet, feature_key
+from .sample import Rows, evidence_rows, sample_fingerprint
 from .store import FeatureStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeatureSet", "FeatureStore", "feature_key", "features_for"]
+__all__ = ["FeatureSet", "FeatureStore", "evidence_rows", "feature_key", "features_for", "sample_fingerprint"]
 
 
 def features_for(
@@ -34,14 +37,20 @@ def features_for(
     publish: Callable[[Progress], None] | None = None,
     check_stop: Callable[[], None] | None = None,
     share=None,
+    rows: list[int] | None = None,
 ) -> FeatureSet:
     """The feature set of ``images`` (an ImageStore of the dataset with this ``fingerprint``).
+
+    ``rows``: of those images only (a sample, :mod:`.sample`): the set's row i is image ``rows[i]``,
+    stored under the sample's own key.
 
     ``share``: under torchrun, the ranks' split of the pass (train/distributed.py); they run it together
     unless every rank has the set already, and only a store that writes (rank 0's) keeps it on disk.
     """
     from .extract import extract
 
+    if rows is not None:
+        images, fingerprint = Rows(images, rows), sample_fingerprint(fingerprint, rows)
     store = store or FeatureStore()
     key = feature_key(model_name, fingerprint, pretrained=pretrained)
     found = store.get(key)

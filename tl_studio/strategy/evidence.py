@@ -34,7 +34,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from ..features import FeatureSet
+from ..features import FeatureSet, evidence_rows
 from ..features.heads import head_on
 from ..layout import layout
 from ..probe import ridge_cv, single_threaded, stratified_folds
@@ -84,6 +84,9 @@ class Evidence:
     similarity: SimilarityReport
     seconds: float  # this pass's own time (the feature set's is apart)
     selected_on: str = "train-cv"
+    # The training images in all, when the evidence read a stratified sample of them (features/sample.py);
+    # 0: it read them all.
+    sampled_from: int = 0
 
     def point(self, layer: str) -> ProbePoint:
         return next(p for p in self.curve if p.layer == layer)
@@ -111,7 +114,9 @@ class Evidence:
         if final.layer not in (cut.layer, best.layer):
             parts.append(f"the final layer ({final.layer}) at {final.accuracy:.2f}")
         kept = "nothing is cut" if self.keep_all else f"kept up to {self.cut}"
-        return (f"Evidence from your training images ({self.folds}-fold cross-validation, {self.repeats} repeats): "
+        read = (f"a stratified sample of {self.train_rows} of your {self.sampled_from} training images"
+                if self.sampled_from else "your training images")
+        return (f"Evidence from {read} ({self.folds}-fold cross-validation, {self.repeats} repeats): "
                 + "; ".join(parts) + f"; {kept}.")
 
     def to_dict(self) -> dict:
@@ -124,6 +129,7 @@ class Evidence:
             "head": {"hidden": self.head_hidden, "l2": self.head_l2, "cv_accuracy": self.head_accuracy,
                      "cv_se": self.head_se, "reason": self.head_reason},
             "similarity": self.similarity.to_dict(), "seconds": round(self.seconds, 3),
+            "sampled_from": self.sampled_from,
         }
 
 
@@ -166,8 +172,12 @@ def gather_evidence(
     hidden: int = rules.HIDDEN_UNITS,
     check_stop: Callable[[], None] | None = None,
     publish: Callable[[Progress], None] | None = None,
+    sampled_from: int = 0,
 ) -> Evidence:
-    """The probe curve, the cut, the taps, the head and the similarity, from the training rows only."""
+    """The probe curve, the cut, the taps, the head and the similarity, from the training rows only.
+
+    ``sampled_from``: the training images in all, when ``fs`` is of a sample of them (recorded).
+    """
     started = time.perf_counter()
     lay = layout(fs.model)
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -215,7 +225,7 @@ def gather_evidence(
         seed=seed, folds=FOLDS, repeats=REPEATS, curve=tuple(curve), best=best.layer, cut=cut.layer,
         keep_all=cut.layer == curve[-1].layer, taps=taps, taps_accuracy=taps_acc, head_hidden=head.hidden,
         head_l2=head.l2, head_accuracy=head.cv_accuracy, head_se=head.cv_se, head_reason=head.reason,
-        similarity=sim, seconds=time.perf_counter() - started,
+        similarity=sim, seconds=time.perf_counter() - started, sampled_from=sampled_from,
     )
     log.info("evidence: best %s %.3f, cut %s %.3f, taps %s, head %s (%.1f s)", best.layer, best.accuracy,
              cut.layer, cut.accuracy, ",".join(taps) or "-", head.reason, ev.seconds)
@@ -228,7 +238,7 @@ PROBE_SECONDS_PER_TRAIN_IMAGE = 0.02
 
 
 def estimate_seconds(model_name: str, images: int, train_images: int, device: str | None = None) -> float:
-    """About how long the evidence pass takes: one forward pass over every image, then the probes.
+    """About how long the evidence pass takes: one forward pass over ``images``, then the probes.
 
     From the same FLOPs-and-measured-rates model as the training estimate (timing.py), plus a
     per-training-image allowance for the probes; decoding and cache hits are not in it.
@@ -237,3 +247,16 @@ def estimate_seconds(model_name: str, images: int, train_images: int, device: st
 
     forward = sum(timing.layer_seconds(model_name, device))
     return forward * images + PROBE_SECONDS_PER_TRAIN_IMAGE * train_images
+
+
+def scope(dataset) -> tuple[int, int, str]:
+    """What the evidence pass reads of ``dataset``: (images through the network, training images probed,
+    the same in words), said before it starts. Past the small-data bound: a sample (features/sample.py)."""
+    rows = evidence_rows(dataset.labels, dataset.train_idx)
+    if rows is None:
+        n, m = len(dataset.paths), len(dataset.train_idx)
+        return n, m, f"the {n} images once, then probes every layer on the {m} training images"
+    n = len(rows)
+    return n, n, (f"a stratified sample of {n} of the {len(dataset.train_idx)} training images once (past "
+                  f"{rules.SMALL_DATA} per class the body trains, and the evidence reads at most half of each "
+                  f"class), then probes every layer on them")

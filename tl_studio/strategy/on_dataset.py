@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from ..features import FeatureSet, FeatureStore, features_for
+from ..features import FeatureSet, FeatureStore, evidence_rows, features_for
 from ..progress import Progress
 from ..train.inputs import decode
 from .evidence import Evidence, gather_evidence
@@ -30,7 +30,9 @@ NEUTRAL_SIMILARITY = 0.5  # without a measurement, neither similar nor different
 @dataclass
 class Measured:
     recommendation: Recommendation
-    features: FeatureSet | None  # the pass the evidence read (for training to reuse)
+    # The pass the evidence read (for training to reuse): of every image, or of the sample of training
+    # images (features/sample.py) that the trainer's starting head is fitted on.
+    features: FeatureSet | None
     evidence: Evidence | None
     images: object  # the decoded ImageStore
 
@@ -67,10 +69,18 @@ def recommend_for_data(
         return Measured(rec, None, None, images)
     if images is None:
         images = decode(dataset, model_name, publish=publish)  # for the training after it, too
+    # Past the small-data bound, a stratified sample of the training images (features/sample.py).
+    rows = evidence_rows(dataset.labels, dataset.train_idx)
     fs = features_for(model_name, images, dataset.fingerprint, store=store, device=device, pretrained=pretrained,
-                      publish=publish, check_stop=check_stop, share=share)
-    ev = gather_evidence(fs, dataset.labels, dataset.train_idx, k, seed=seed, check_stop=check_stop,
-                         publish=publish)
+                      publish=publish, check_stop=check_stop, share=share, rows=rows)
+    if rows is None:
+        labels, train_idx, sampled_from = dataset.labels, dataset.train_idx, 0
+    else:
+        labels, train_idx = [dataset.labels[i] for i in rows], range(len(rows))
+        sampled_from = len(dataset.train_idx)
+        log.info("evidence: read a stratified sample of %d of the %d training images", len(rows), sampled_from)
+    ev = gather_evidence(fs, labels, train_idx, k, seed=seed, check_stop=check_stop, publish=publish,
+                         sampled_from=sampled_from)
     rec = recommend(model_name, per_class, ev.similarity.similarity, k, device=device, evidence=ev,
                     second_stage=second_stage)
     return Measured(rec, fs, ev, images)

@@ -13,6 +13,10 @@ would otherwise disturb the pretrained layers first.
 
 Both read the frozen network's pooled features from one pass over the data
 (:mod:`tl_studio.features`), reused from the evidence pass when it ran.
+Past the small-data bound the starting head is fitted on the evidence's
+stratified sample of the training images (:mod:`tl_studio.features.sample`):
+the head the evidence chose, with no pass over every image (the epochs run
+the network over them anyway).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 import torch
 from torch import nn
 
-from ..features import FeatureSet, FeatureStore, features_for
+from ..features import FeatureSet, FeatureStore, evidence_rows, feature_key, features_for, sample_fingerprint
 from ..features.heads import head_on
 from ..probe import fit_head as probe_fit_head
 from ..probe import single_threaded
@@ -50,15 +54,19 @@ def lp_init_applies(plan, cfg) -> bool:
     return cfg.head_solver == "auto" and not applies(plan, cfg)
 
 
-def feature_set(data, model_name: str, *, pretrained: bool, device, publish, check_stop, share=None) -> FeatureSet:
-    """The data's feature set: the one handed over (from the evidence pass), else from the store or one pass."""
+def feature_set(data, model_name: str, *, pretrained: bool, device, publish, check_stop, share=None,
+                rows: list[int] | None = None) -> FeatureSet:
+    """The data's feature set (of the images ``rows`` only, when given): the one handed over (from the
+    evidence pass), else from the store or one pass."""
     fs = getattr(data, "features", None)
     fingerprint = data.info.get("fingerprint", "")
-    if fs is not None and fs.model == model_name and fs.fingerprint == fingerprint and fs.rows == len(data.labels):
+    key = feature_key(model_name, fingerprint if rows is None else sample_fingerprint(fingerprint, rows),
+                      pretrained=pretrained)
+    if fs is not None and fs.key == key and fs.rows == (len(data.labels) if rows is None else len(rows)):
         return fs
     store = getattr(data, "feature_store", None) or FeatureStore()
     return features_for(model_name, data.images, fingerprint, store=store, device=device, pretrained=pretrained,
-                        publish=publish, check_stop=check_stop, share=share)
+                        publish=publish, check_stop=check_stop, share=share, rows=rows)
 
 
 def head_layers(model) -> list[str]:
@@ -100,31 +108,48 @@ def head_inputs(trainer) -> tuple[torch.Tensor, FeatureSet | None]:
     return distributed.gather_split(d, torch.cat(out), rows), None
 
 
-def fit_head(trainer, x: torch.Tensor, fs: FeatureSet | None) -> dict:
-    """Fit the model's head on the training rows of ``x``; load it; return what the summary records."""
+def fit_head(trainer, x: torch.Tensor | None, fs: FeatureSet | None, rows: list[int] | None = None) -> dict:
+    """Fit the model's head on the training rows of ``x`` (or of ``fs``); load it; return what the summary
+    records. ``rows``: ``fs`` is of these training images only (the evidence's sample), all of them used."""
     started = time.perf_counter()
     model, data, seed = trainer.model, trainer.data, trainer.cfg.seed
     layers = head_layers(model)
     hidden, k = model.plan.head.hidden, model.plan.head.num_classes
     tick = fold_ticks(trainer.metrics.publish, trainer.check_stop)
+    labels = torch.as_tensor(data.labels)
     if fs is not None:  # remembered: the evidence pass fitted this very head already
-        choice = head_on(fs, layers, list(data.train_idx), data.labels, k, hidden=hidden, seed=seed, tick=tick)
+        fit_rows, fit_labels = ((list(data.train_idx), labels) if rows is None
+                                else (list(range(len(rows))), labels[torch.as_tensor(rows)]))
+        choice = head_on(fs, layers, fit_rows, fit_labels, k, hidden=hidden, seed=seed, tick=tick)
     else:
-        rows = torch.as_tensor(list(data.train_idx))
+        fit_rows = torch.as_tensor(list(data.train_idx))
         with single_threaded():
-            choice = probe_fit_head(x[rows], torch.as_tensor(data.labels)[rows], k, hidden=hidden, seed=seed,
-                                    tick=tick)
+            choice = probe_fit_head(x[fit_rows], labels[fit_rows], k, hidden=hidden, seed=seed, tick=tick)
     device = next(model.head.parameters()).device
     model.head.load_state_dict({k: v.to(device) for k, v in choice.state_dict.items()})
     return {"solver": SOLVER, "l2": choice.l2, "head_cv_accuracy": choice.cv_accuracy, "head_cv_se": choice.cv_se,
-            "head_reason": choice.reason, "head_seconds": round(time.perf_counter() - started, 3)}
+            "head_reason": choice.reason, "head_rows": len(fit_rows),
+            "head_seconds": round(time.perf_counter() - started, 3)}
 
 
 def fit_first(trainer) -> dict:
-    """Linear probe, then fine-tune: the head starts fitted to the pretrained features."""
-    info = fit_head(trainer, *head_inputs(trainer))
-    log.info("the head starts fitted to the frozen features (%s, l2 %.3g), then the body trains",
-             info["head_reason"], info["l2"])
+    """Linear probe, then fine-tune: the head starts fitted to the pretrained features.
+
+    Past the small-data bound, on the evidence's sample of the training images (features/sample.py):
+    the epochs run the network over every image anyway, so a frozen pass over all of them would only
+    refine a starting point.
+    """
+    data = trainer.data
+    rows = evidence_rows(data.labels, data.train_idx) if trainer.pretrained is True else None
+    if rows is None:
+        info = fit_head(trainer, *head_inputs(trainer))
+    else:
+        fs = feature_set(data, trainer.plan.model, pretrained=True, device=trainer.device,
+                         publish=trainer.metrics.publish, check_stop=trainer.check_stop,
+                         share=distributed.feature_share(trainer.dist), rows=rows)
+        info = fit_head(trainer, None, fs, rows)
+    log.info("the head starts fitted to the frozen features of %d training images (%s, l2 %.3g), then the body "
+             "trains", info["head_rows"], info["head_reason"], info["l2"])
     return info
 
 

@@ -376,6 +376,9 @@ class Trainer:
             "solver": convex.SOLVER if convex_run else self.cfg.optimizer,
             "l2": fit["l2"] if fit is not None else None,
             "head_init": "fitted" if fit is not None and not convex_run else None,
+            # The training images the fitted head (or starting head) was fitted on: all of them, or the
+            # evidence's sample past the small-data bound (features/sample.py).
+            "head_rows": fit["head_rows"] if fit is not None else None,
             "selected_on": "train-cv" if convex_run else "validation",
             "best_val_accuracy": self.best.val_accuracy,
             "best_epoch": self.best.epoch,

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..strategy.evidence import estimate_seconds
+from ..strategy.evidence import estimate_seconds, scope
 from ..strategy.figures import cases_figure, evidence_figure
 from ..strategy.on_dataset import recommend_for_data
 from . import background, session as S
@@ -73,9 +73,9 @@ def cost_text(s: S.Session) -> str:
     ds = s.dataset
     if ds is None:
         return "Load a dataset (tab 1) to measure the evidence from it."
-    seconds = estimate_seconds(s.model, len(ds.paths), len(ds.train_idx))
-    return (f"Measuring runs {s.model} once over the {len(ds.paths)} images, then probes every layer on the "
-            f"{len(ds.train_idx)} training images: about {seconds:.0f} s (less when cached). It can be stopped.")
+    images, probed, words = scope(ds)
+    seconds = estimate_seconds(s.model, images, probed)
+    return f"Measuring runs {s.model} over {words}: about {seconds:.0f} s (less when cached). It can be stopped."
 
 
 def views(s: S.Session) -> tuple:
