@@ -283,6 +283,7 @@ def _train(args, dist, dataset, checked, stored, pretrained, out, started: float
         # with a non-zero status (130: stopped).
         distributed.barrier(dist)
     if job.status == train.FAILED:
+        distributed.defer_to_failed_peer(dist)  # under torchrun: the rank that failed first is the root cause
         raise CLIError(job.error or "training failed")
     summary = job.result.summary
     if not main:

@@ -41,12 +41,12 @@ from torch import nn
 
 from .. import devices
 from ..devices import DeviceError
-from .rank_failures import ENV_FAULT, KEY_PID, describe_failure, failures, fault_point, store
+from .rank_failures import ENV_FAULT, KEY_PID, defer_to_failed_peer, describe_failure, failures, fault_point, store
 
 # The failure helpers live in rank_failures.py; callers reach them here, with the rest.
 __all__ = [
     "DEFAULT_TIMEOUT", "Dist", "ENV_FAULT", "ENV_TIMEOUT", "FeatureShare", "all_sum", "barrier",
-    "describe_failure", "enter_phase", "env_rank", "failures", "fault_point", "feature_share",
+    "defer_to_failed_peer", "describe_failure", "enter_phase", "env_rank", "failures", "fault_point", "feature_share",
     "gather_cache", "gather_split", "init", "launched", "loss_weight", "record", "same_everywhere",
     "split_epoch", "split_rows", "teardown", "terminate_as_interrupt", "timeout", "window"
 ]

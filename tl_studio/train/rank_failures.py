@@ -105,6 +105,26 @@ def describe_failure(d: "Dist | None", exc: BaseException) -> str:
            "summary names it)"
 
 
+# torchrun's error summary calls the failure with the earliest timestamp the root cause, but it keeps
+# timestamps in whole seconds and breaks ties by the lowest rank. So a rank that fails only because a
+# peer failed, and exits within the same second, can be named in place of that peer. Such a rank waits
+# this long before it exits. torchrun's agent polls every 0.1 s by default (--monitor-interval), so it
+# sees the peer's exit first and ends the rest of the group.
+FOLLOWER_GRACE_S = 3.0
+
+
+def defer_to_failed_peer(d: "Dist | None") -> None:
+    """Before a failed rank exits: wait (FOLLOWER_GRACE_S) when another rank failed first, so that torchrun
+    names that rank as the root cause. Call it once the run's summary and logs are written."""
+    if d is None:
+        return
+    with contextlib.suppress(Exception):
+        st = store()
+        first = st.get(KEY_FAILED).decode() if st.check([KEY_FAILED]) else ""
+        if (first and not first.startswith(f"rank {d.rank}:")) or _dead_peers(d):
+            time.sleep(FOLLOWER_GRACE_S)
+
+
 @contextlib.contextmanager
 def failures(d: "Dist | None"):
     """Name the failure in what propagates: a rank's own, or the peer whose failure broke a collective."""
