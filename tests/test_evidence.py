@@ -14,12 +14,13 @@ import torch
 from bench import evidence_phase, glyphs
 from tl_studio.cli.main import main as cli
 from tl_studio.data import ImageStore, load_dataset
-from tl_studio.features import FeatureStore, feature_key, features_for
+from tl_studio.features import FeatureStore, evidence_rows, feature_key, features_for, sample_fingerprint
 from tl_studio.features import store as store_module
 from tl_studio.plan import json_schema
 from tl_studio.registry import get_spec
 from tl_studio.runs import load_run
 from tl_studio.states import layer_states
+from tl_studio.ui.session import evidence_matches
 from tl_studio.strategy import gather_evidence, recommend, recommend_for_data
 
 MODEL = "efficientnet_lite0"
@@ -201,7 +202,8 @@ def test_a_default_run_past_the_small_data_bound_fits_its_starting_head_on_the_e
         tmp_path, capsys, caplog, monkeypatch):
     """Past 100 training images per class the default plan trains body layers: the evidence runs the frozen
     network over a sample of the training images only, and the starting head is the one it fitted there,
-    with no pass over every image (the epochs run the network anyway)."""
+    with no pass over every image (the epochs run the network anyway). A plan that does need every image's
+    features completes the sample's pass instead of running a second one."""
     root = tmp_path / "glyphs"
     glyphs.generate(root, glyphs.Spec(chars="ox", train=110, val=10, size=32, seed=5))
     cache = tmp_path / "cache"
@@ -219,3 +221,30 @@ def test_a_default_run_past_the_small_data_bound_fits_its_starting_head_on_the_e
     assert summary["head_init"] == "fitted" and summary["head_rows"] == 110
     # One frozen pass was stored, of the 110 sampled images: none over all 240.
     assert [e["images"] for e in FeatureStore(cache).entries()] == [110]
+    # The app measures the same (from that pass) and keeps it as evidence of the loaded data, sample or not.
+    ds = load_dataset(root)
+    measured = recommend_for_data(MODEL, ds, store=FeatureStore(cache))
+    assert measured.features.rows == 110 and len(FeatureStore(cache).entries()) == 1  # the stored sample's
+    assert measured.evidence.fingerprint == ds.fingerprint and measured.evidence.training_images == 220
+    assert evidence_matches(measured.evidence, MODEL, ds)
+    assert measured.recommendation.plan == plan
+    # A plan that needs every image's features (a head on the frozen body) passes only the 130 others,
+    # and gets the features a pass over all 240 gives.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tl_studio"):
+        assert cli(["train", str(root), "--plan", "head", "--out", str(tmp_path / "head"), "--json"]) == 0
+    capsys.readouterr()
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "features: 130 images through" in said and "110 more from the evidence's sample" in said
+    completed = FeatureStore(cache).get(feature_key(MODEL, ds.fingerprint))
+    fresh = features_for(MODEL, ImageStore(ds.paths, get_spec(MODEL).preprocess), ds.fingerprint,
+                         store=FeatureStore(tmp_path / "fresh"))
+    layers, sample = list(fresh.layers), evidence_rows(ds.labels, ds.train_idx)
+    sampled = FeatureStore(cache).get(feature_key(MODEL, sample_fingerprint(ds.fingerprint, sample)))
+    assert torch.equal(completed.x(layers, sample), sampled.x(layers))
+    # The other rows ran the fast path (bf16 autocast where the CPU has it), the fresh pass's all ran the
+    # BatchNorm-statistics path in float32 (240 images are within its sample): equal to bf16 rounding.
+    for name in layers:
+        cos = torch.nn.functional.cosine_similarity(completed.x(name), fresh.x(name), dim=1)
+        assert float(cos.mean()) > 0.99 and float(cos.min()) > 0.95, (name, float(cos.mean()), float(cos.min()))
+    assert float((completed.logits.argmax(1) == fresh.logits.argmax(1)).float().mean()) > 0.9

@@ -42,8 +42,7 @@ def recommendation(args, dataset, device, store=None, share=None):
                                       publish=view, store=store, share=share)
     if evidence and measured.evidence is not None:
         fs, ev = measured.features, measured.evidence
-        reuse = ("the starting head reuses it" if ev.sampled_from else "training reuses it")
-        log.info("evidence phase: %.1f s; the frozen pass over %d images %.1f s (%s; %s), the probes %.1f s "
-                 "(%.1f s with decoding)", fs.seconds + ev.seconds, fs.rows, fs.seconds,
-                 "computed" if fs.seconds else "from the cache", reuse, ev.seconds, time.perf_counter() - started)
+        log.info("evidence phase: %.1f s; the frozen pass over %d images %.1f s (%s; training reuses it), the "
+                 "probes %.1f s (%.1f s with decoding)", fs.seconds + ev.seconds, fs.rows, fs.seconds,
+                 "computed" if fs.seconds else "from the cache", ev.seconds, time.perf_counter() - started)
     return measured

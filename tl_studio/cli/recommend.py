@@ -147,8 +147,10 @@ def _print_human(rec, report) -> None:
               f"about {rec.estimated_seconds:.0f} s on {rec.device}")
     if rec.evidence is not None:
         ev = rec.evidence
+        read = (f"a stratified sample of {ev.train_rows} of the {ev.sampled_from}" if ev.sampled_from
+                else f"{ev.train_rows}")
         print(f"\nprobe curve (ridge probe on frozen pooled features, {ev.folds}-fold CV x {ev.repeats} on "
-              f"{ev.train_rows} training images):")
+              f"{read} training images):")
         curve = ev.frame()[["index", "layer", "position", "feature_dim", "accuracy", "se"]]
         curve["note"] = ["best" if n == ev.best else ("cut" if n == ev.cut else ("within noise" if ev.within_noise(n)
                          else "")) for n in curve["layer"]]

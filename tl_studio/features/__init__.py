@@ -38,11 +38,13 @@ def features_for(
     check_stop: Callable[[], None] | None = None,
     share=None,
     rows: list[int] | None = None,
+    known: tuple[list[int], FeatureSet] | None = None,
 ) -> FeatureSet:
     """The feature set of ``images`` (an ImageStore of the dataset with this ``fingerprint``).
 
     ``rows``: of those images only (a sample, :mod:`.sample`): the set's row i is image ``rows[i]``,
-    stored under the sample's own key.
+    stored under the sample's own key. ``known``: (rows, their feature set), passed already (the
+    evidence's sample): a pass then runs over the other images only.
 
     ``share``: under torchrun, the ranks' split of the pass (train/distributed.py); they run it together
     unless every rank has the set already, and only a store that writes (rank 0's) keeps it on disk.
@@ -61,7 +63,9 @@ def features_for(
     if found is not None:
         log.info("features: %s for %d images from the cache", model_name, found.rows)
         return found
+    if share is not None and not share.everyone(known is not None):
+        known = None  # the ranks' rows must agree: all complete the same sample, or none does
     fs = extract(model_name, images, fingerprint, device=device, pretrained=pretrained, publish=publish,
-                 check_stop=check_stop, share=share)
+                 check_stop=check_stop, share=share, known=known)
     store.put(fs)
     return fs

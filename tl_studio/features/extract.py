@@ -9,6 +9,11 @@ its pooled outputs are used like the others' (they agree to float rounding).
 The sample is chosen by position only, never by label or split, so the
 stored features depend on the images alone.
 
+With ``known`` rows (the evidence's sample of the training images, already
+passed), only the other images run: the known rows' features and BatchNorm
+statistics are taken as they are, so a pass over every image after the
+sample's costs one pass in all.
+
 Under torchrun a ``share`` splits the pass: every rank runs the BatchNorm
 sample (so every rank has the statistics), its own shard of the other images,
 and gathers the other ranks' rows (train/distributed.py).
@@ -74,9 +79,12 @@ def extract(
     publish: Callable[[Progress], None] | None = None,
     check_stop: Callable[[], None] | None = None,
     share=None,
+    known: tuple[list[int], FeatureSet] | None = None,
 ) -> FeatureSet:
     """Run the frozen network once over ``images`` (an :class:`~tl_studio.data.ImageStore`: ``len`` and
-    ``batches(indices, batch_size, shuffle=False)`` of uint8 images at the model's input size)."""
+    ``batches(indices, batch_size, shuffle=False)`` of uint8 images at the model's input size).
+
+    ``known``: (rows, their feature set) of images passed already, with this model and weights."""
     dev = devices.resolve(device)
     lay = layout(model_name)
     names = list(lay.names)
@@ -91,8 +99,15 @@ def extract(
     out = torch.empty((n, sum(widths)), dtype=dtype)
     stats = [BNStats(m) for m in model.body.modules()  # the shared base network's body
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
-    sample = bn_sample(n) if stats else []
-    rest = sorted(set(range(n)) - set(sample))
+    known_rows, known_fs = known if known is not None else ([], None)
+    if known_fs is not None:
+        if known_fs.model != model_name or list(known_fs.layers) != names or known_fs.rows != len(known_rows):
+            raise ValueError(f"known features: not {len(known_rows)} rows of {model_name}'s layers")
+        out[torch.as_tensor(known_rows, dtype=torch.long)] = known_fs.x(names).to(dtype)
+        sample = []  # the BatchNorm statistics come with the known rows
+    else:
+        sample = bn_sample(n) if stats else []
+    rest = sorted(set(range(n)) - set(sample) - set(known_rows))
     mine = share.mine(rest) if share is not None else rest  # under torchrun: this rank's shard
     meter = Meter(EXTRACTING, len(sample) + len(mine), "images", publish or (lambda p: None))
     started, done = time.perf_counter(), 0
@@ -131,8 +146,10 @@ def extract(
         pooled[name] = out[:, at:at + w]
         at += w
     seconds = time.perf_counter() - started
-    log.info("features: %d images through %s (%d layers, %.1f MB, %s) in %.1f s (%.0f images/s)",
-             n, model_name, len(names), out.nbytes / 2**20, str(dtype).removeprefix("torch."), seconds, n / seconds)
+    ran = n - len(known_rows)
+    log.info("features: %d images through %s (%d layers, %.1f MB, %s) in %.1f s (%.0f images/s)%s",
+             ran, model_name, len(names), out.nbytes / 2**20, str(dtype).removeprefix("torch."), seconds,
+             ran / seconds, f"; {len(known_rows)} more from the evidence's sample" if known_rows else "")
     return FeatureSet(
         key=feature_key(model_name, fingerprint, pretrained=pretrained),
         model=model_name,
@@ -140,7 +157,7 @@ def extract(
         layers=tuple(names),
         pooled=pooled,
         logits=logits,
-        bn_kl=tuple(s.kl_to_running() for s in stats) if sample else (),
-        bn_rows=len(sample),
+        bn_kl=known_fs.bn_kl if known_fs is not None else tuple(s.kl_to_running() for s in stats) if sample else (),
+        bn_rows=known_fs.bn_rows if known_fs is not None else len(sample),
         seconds=seconds,
     )

@@ -64,9 +64,9 @@ class ProbePoint:
 class Evidence:
     model: str
     key: str  # of the feature set it was measured on
-    fingerprint: str
+    fingerprint: str  # of the dataset (not of the sample, when it read one)
     num_classes: int
-    train_rows: int
+    train_rows: int  # the training images probed
     seed: int
     folds: int
     repeats: int
@@ -87,6 +87,11 @@ class Evidence:
     # The training images in all, when the evidence read a stratified sample of them (features/sample.py);
     # 0: it read them all.
     sampled_from: int = 0
+
+    @property
+    def training_images(self) -> int:
+        """The training split it was measured on, in images (a sample of it may have been read)."""
+        return self.sampled_from or self.train_rows
 
     def point(self, layer: str) -> ProbePoint:
         return next(p for p in self.curve if p.layer == layer)
@@ -173,10 +178,12 @@ def gather_evidence(
     check_stop: Callable[[], None] | None = None,
     publish: Callable[[Progress], None] | None = None,
     sampled_from: int = 0,
+    fingerprint: str | None = None,
 ) -> Evidence:
     """The probe curve, the cut, the taps, the head and the similarity, from the training rows only.
 
-    ``sampled_from``: the training images in all, when ``fs`` is of a sample of them (recorded).
+    When ``fs`` is of a sample of the training images: ``sampled_from``, how many there are in all, and
+    ``fingerprint``, the dataset's (the evidence is of the dataset; ``fs`` has the sample's own).
     """
     started = time.perf_counter()
     lay = layout(fs.model)
@@ -221,7 +228,7 @@ def gather_evidence(
     sim = similarity_report(fs.model, fs.logits.index_select(0, rows), fs.penultimate.index_select(0, rows).float(),
                             fs.bn_kl, y)
     ev = Evidence(
-        model=fs.model, key=fs.key, fingerprint=fs.fingerprint, num_classes=num_classes, train_rows=len(rows),
+        model=fs.model, key=fs.key, fingerprint=fingerprint or fs.fingerprint, num_classes=num_classes, train_rows=len(rows),
         seed=seed, folds=FOLDS, repeats=REPEATS, curve=tuple(curve), best=best.layer, cut=cut.layer,
         keep_all=cut.layer == curve[-1].layer, taps=taps, taps_accuracy=taps_acc, head_hidden=head.hidden,
         head_l2=head.l2, head_accuracy=head.cv_accuracy, head_se=head.cv_se, head_reason=head.reason,

@@ -80,7 +80,7 @@ def recommend_for_data(
         sampled_from = len(dataset.train_idx)
         log.info("evidence: read a stratified sample of %d of the %d training images", len(rows), sampled_from)
     ev = gather_evidence(fs, labels, train_idx, k, seed=seed, check_stop=check_stop, publish=publish,
-                         sampled_from=sampled_from)
+                         sampled_from=sampled_from, fingerprint=dataset.fingerprint)
     rec = recommend(model_name, per_class, ev.similarity.similarity, k, device=device, evidence=ev,
                     second_stage=second_stage)
     return Measured(rec, fs, ev, images)

@@ -65,8 +65,15 @@ def feature_set(data, model_name: str, *, pretrained: bool, device, publish, che
     if fs is not None and fs.key == key and fs.rows == (len(data.labels) if rows is None else len(rows)):
         return fs
     store = getattr(data, "feature_store", None) or FeatureStore()
+    known = None
+    sample = evidence_rows(data.labels, data.train_idx) if rows is None else None
+    if sample is not None:  # the evidence passed a sample of the training images: pass the others only
+        skey = feature_key(model_name, sample_fingerprint(fingerprint, sample), pretrained=pretrained)
+        found = fs if fs is not None and fs.key == skey else store.get(skey)
+        if found is not None and found.rows == len(sample):
+            known = (sample, found)
     return features_for(model_name, data.images, fingerprint, store=store, device=device, pretrained=pretrained,
-                        publish=publish, check_stop=check_stop, share=share, rows=rows)
+                        publish=publish, check_stop=check_stop, share=share, rows=rows, known=known)
 
 
 def head_layers(model) -> list[str]:

@@ -39,7 +39,7 @@ class StrategyInputs:
 def evidence_matches(ev, model: str, dataset) -> bool:
     """Whether evidence (a :class:`tl_studio.strategy.Evidence`) was measured on this data's training split."""
     return (ev is not None and dataset is not None and ev.model == model and ev.fingerprint == dataset.fingerprint
-            and ev.train_rows == len(dataset.train_idx))
+            and ev.training_images == len(dataset.train_idx))
 
 
 @dataclass(frozen=True)
