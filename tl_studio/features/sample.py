@@ -35,10 +35,10 @@ SEED = 0
 def evidence_rows(labels, train_idx) -> list[int] | None:
     """The training rows the evidence reads (sorted dataset indices), or None: every image (small data)."""
     rows = torch.as_tensor(sorted(train_idx), dtype=torch.long)
-    classes = torch.unique(torch.as_tensor(labels, dtype=torch.long)[rows]) if len(rows) else rows
+    y = torch.as_tensor(labels, dtype=torch.long)[rows]
+    classes = torch.unique(y)
     if len(rows) <= PER_CLASS * max(len(classes), 1):
         return None
-    y = torch.as_tensor(labels, dtype=torch.long)[rows]
     gen = torch.Generator().manual_seed(SEED)
     picked = []
     for c in classes:
